@@ -1,0 +1,121 @@
+"""Datasets by name, prepared once to array_record and read with `tfds.data_source` (no TensorFlow).
+
+Names: "digits" (embedded, the default), "image_folder" (any `root/{train,test}/<class>/<image>`
+folder, `data.folder`, resized to `data.image_size`), or any TFDS catalog name (e.g. "cifar10") where
+it can be prepared: offline, or without the `.[tf]` extra that some catalog builders need, that fails
+with one line naming the image-folder option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from visionax.data.builders.digits import VisionaxDigits
+from visionax.data.builders.image_folder import VisionaxImageFolder, folder_config
+from visionax.errors import UserError
+
+EMBEDDED_NAMES = ("digits", "image_folder")
+FILE_FORMAT = "array_record"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """Which dataset to read: `name`, plus `folder` and `image_size` for "image_folder"."""
+
+    name: str = "digits"
+    folder: str = ""
+    image_size: int = 32
+    data_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, data_config: Any) -> "DatasetSpec":
+        """From a config's `data` block (keys name, folder, image_size, data_dir)."""
+        return cls(
+            name=data_config.get("name", "digits"),
+            folder=data_config.get("folder", "") or "",
+            image_size=int(data_config.get("image_size", 32)),
+            data_dir=data_config.get("data_dir", None) or None,
+        )
+
+
+def _catalog_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
+    try:
+        return tfds.builder(spec.name, data_dir=spec.data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise UserError(
+            f"unknown dataset {spec.name!r}; use --config.data.name=digits, or image_folder with "
+            "--config.data.folder=<dir>, or a TFDS catalog name such as cifar10"
+        ) from None
+
+
+def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for `spec`, prepared to array_record if it was not already."""
+    if spec.name == "digits":
+        builder = VisionaxDigits(data_dir=spec.data_dir)
+    elif spec.name == "image_folder":
+        if not spec.folder:
+            raise UserError("data.name=image_folder needs a folder; pass --config.data.folder=<dir>")
+        builder = VisionaxImageFolder(config=folder_config(spec.folder, spec.image_size), data_dir=spec.data_dir)
+    else:
+        builder = _catalog_builder(spec)
+    if builder.is_prepared():
+        return builder
+    tfds.disable_progress_bar()
+    try:
+        builder.download_and_prepare(file_format=FILE_FORMAT)
+    except UserError:
+        raise
+    except ImportError as error:
+        raise UserError(
+            f"preparing TFDS dataset {spec.name!r} needs TensorFlow ({error}); "
+            "pip install -e '.[tf]', or use --config.data.name=image_folder --config.data.folder=<dir>"
+        ) from None
+    except Exception as error:  # noqa: BLE001 — offline downloads fail in many ways
+        raise UserError(
+            f"could not prepare TFDS dataset {spec.name!r} ({type(error).__name__}, offline?); lay the "
+            "images out as <dir>/{train,test}/<class>/<image> and pass --config.data.name=image_folder "
+            "--config.data.folder=<dir>"
+        ) from None
+    return builder
+
+
+def data_source(spec: DatasetSpec, split: str) -> Sequence[dict]:
+    """A random-access source of `{"image": uint8 [h, w, c], "label": int}` records for `split`."""
+    builder = prepared_builder(spec)
+    if split not in builder.info.splits:
+        raise UserError(f"dataset {spec.name!r} has no split {split!r}; use one of {', '.join(builder.info.splits)}")
+    if spec.name == "image_folder":
+        return builder.as_data_source(split=split)
+    return tfds.data_source(builder.name, split=split, data_dir=builder.data_dir_root, download=False)
+
+
+def num_classes(spec: DatasetSpec) -> int:
+    """The number of classes of the dataset's "label" feature."""
+    return prepared_builder(spec).info.features["label"].num_classes
+
+
+def as_arrays(source: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """All records of a source as `(images uint8 [n, h, w, c], labels int32 [n])`."""
+    records = source.__getitems__(range(len(source))) if len(source) else []
+    images = np.stack([np.asarray(record["image"], np.uint8) for record in records])
+    if images.ndim == 3:
+        images = images[..., None]
+    labels = np.asarray([record["label"] for record in records], np.int32)
+    return images, labels
+
+
+def load_arrays(
+    name: str = "digits",
+    split: str = "train",
+    *,
+    folder: str = "",
+    image_size: int = 32,
+    data_dir: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole split in memory: `(images uint8 [n, h, w, c], labels int32 [n])`."""
+    spec = DatasetSpec(name=name, folder=folder, image_size=image_size, data_dir=data_dir)
+    return as_arrays(data_source(spec, split))
