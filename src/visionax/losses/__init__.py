@@ -1,0 +1,1 @@
+from visionax.losses.contrastive import info_nce, nt_xent

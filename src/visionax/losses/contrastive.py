@@ -1,0 +1,93 @@
+"""Contrastive losses of self-supervised learning (lecture 14): NT-Xent (SimCLR) and InfoNCE (MoCo).
+
+Both take an optional `axis_name`. Without it they are ordinary single-device losses over the batch
+they are given. With it (inside `jax.shard_map(check_vma=False)` or `jax.pmap`, as
+`visionax.parallel.DataParallel` runs a step) each device passes its local slice of the batch and
+gets back the loss of the GLOBAL batch, the same value on every device.
+
+Gradient convention (pmap semantics). Under these wrappers a gradient taken inside the step is the
+gradient, with respect to the device's own inputs, of the sum over devices of what every device
+returns (the transpose of `psum` sums the cotangents of all devices, the transpose of `all_gather`
+is `psum_scatter`). Every device returns the global loss L, so the gradient with respect to the
+local inputs is `device_count × ∂L/∂(local inputs)`: exactly what a local-mean loss gives in plain
+data parallelism, and averaging the parameter gradients with `lax.pmean` (as every visionax step
+does) yields the full-batch gradient ∇L.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["nt_xent", "info_nce", "l2_normalize"]
+
+
+def l2_normalize(vectors: jax.Array, epsilon: float = 1e-12) -> jax.Array:
+    """Rows scaled to unit length: v / max(‖v‖₂, ε) for `vectors` `[batch, dim]`."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(vectors), axis=-1, keepdims=True))
+    return vectors / jnp.maximum(norm, epsilon)
+
+
+def nt_xent(
+    z1: jax.Array, z2: jax.Array, temperature: float, axis_name: str | None = None
+) -> jax.Array:
+    """SimCLR's normalised-temperature cross-entropy over the global batch of N pairs:
+    L = 1/(2N) Σ_k [ℓ(k, k') + ℓ(k', k)], ℓ(i, j) = −log(exp(s_ij/τ) / Σ_{m≠i} exp(s_im/τ)),
+    with s the cosine similarity and k' the other view of example k.
+
+    `z1`, `z2`: `[local_batch, dim]` projections of the two views of the same images (normalised
+    here). With `axis_name`, each device all-gathers the embeddings of every device (`[N, dim]` per
+    view), computes only its own `2·local_batch` rows of the `[2N, 2N]` similarity matrix (memory
+    `O(local_batch × N)` per device), with its labels offset by `axis_index · local_batch`, sums
+    their ℓ, divides by 2N and `psum`s the partial sums: the returned scalar is L on every device.
+    See the module docstring for the gradient convention.
+    """
+    local_batch = z1.shape[0]
+    z1 = l2_normalize(z1.astype(jnp.float32))
+    z2 = l2_normalize(z2.astype(jnp.float32))
+    if axis_name is None:
+        all_z1, all_z2, offset = z1, z2, 0
+    else:
+        all_z1 = jax.lax.all_gather(z1, axis_name, tiled=True)
+        all_z2 = jax.lax.all_gather(z2, axis_name, tiled=True)
+        offset = jax.lax.axis_index(axis_name) * local_batch
+    global_batch = all_z1.shape[0]
+    candidates = jnp.concatenate([all_z1, all_z2], axis=0)  # [2N, dim]: view 1 rows, then view 2
+    anchors = jnp.concatenate([z1, z2], axis=0)  # [2 local_batch, dim]
+    logits = anchors @ candidates.T / temperature  # [2 local_batch, 2N]
+    rows = offset + jnp.arange(local_batch)
+    self_index = jnp.concatenate([rows, rows + global_batch])
+    positive_index = jnp.concatenate([rows + global_batch, rows])
+    is_self = jax.nn.one_hot(self_index, 2 * global_batch, dtype=jnp.bool_)
+    logits = jnp.where(is_self, -jnp.inf, logits)
+    row_losses = optax.softmax_cross_entropy_with_integer_labels(logits, positive_index)
+    partial = jnp.sum(row_losses) / (2 * global_batch)
+    return partial if axis_name is None else jax.lax.psum(partial, axis_name)
+
+
+def info_nce(
+    query: jax.Array,
+    key: jax.Array,
+    queue: jax.Array,
+    temperature: float,
+    axis_name: str | None = None,
+) -> jax.Array:
+    """MoCo's InfoNCE: the mean over queries of −log(exp(q·k⁺/τ) / (exp(q·k⁺/τ) + Σ_j exp(q·n_j/τ))),
+    i.e. cross-entropy toward the positive of the logits [q·k⁺, q·queue]/τ.
+
+    `query`, `key`: `[local_batch, dim]` (row i of `key` is the positive of query i); `queue`:
+    `[queue_size, dim]` negatives. All three are L2-normalised here. The gradient flows into `key`
+    and `queue` too: MoCo stops it (`lax.stop_gradient`) itself. With `axis_name` the mean is taken
+    over the global batch (`lax.pmean` of the local means: equal local batches), the same value on
+    every device, with the gradient convention of the module docstring.
+    """
+    query = l2_normalize(query.astype(jnp.float32))
+    key = l2_normalize(key.astype(jnp.float32))
+    queue = l2_normalize(queue.astype(jnp.float32))
+    positive = jnp.sum(query * key, axis=-1, keepdims=True)  # [local_batch, 1]
+    negatives = query @ queue.T  # [local_batch, queue_size]
+    logits = jnp.concatenate([positive, negatives], axis=-1) / temperature
+    labels = jnp.zeros(query.shape[0], jnp.int32)
+    local_mean = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return local_mean if axis_name is None else jax.lax.pmean(local_mean, axis_name)
