@@ -1,0 +1,166 @@
+"""ResNet and its descendants: Wide ResNet, ResNeXt and SE-ResNet.
+
+- ResNet — He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition" (CVPR 2016).
+  The idea: residual connections. Each block learns a correction `F(x)` added to its input,
+  `y = relu(F(x) + x)`, so a very deep network can be no worse than a shallower one (the extra
+  blocks can learn `F = 0`) and gradients reach early layers through the identity paths.
+- Wide ResNet — Zagoruyko, Komodakis, "Wide Residual Networks" (BMVC 2016). The idea: width
+  matters more than depth; `wide_resnet50_2` doubles the bottleneck channels of ResNet-50.
+- ResNeXt — Xie, Girshick, Dollár, Tu, He, "Aggregated Residual Transformations for Deep Neural
+  Networks" (CVPR 2017). The idea: grouped convolutions; the bottleneck's 3×3 convolution is split
+  into 32 parallel paths ("cardinality") of 4 channels each.
+- SENet — Hu, Shen, Sun, "Squeeze-and-Excitation Networks" (CVPR 2018). The idea: feature
+  recalibration; each block pools its output to one vector ("squeeze"), passes it through a small
+  bottleneck MLP ending in a sigmoid ("excitation") and rescales its channels by the result.
+
+The layout is torchvision's `resnet.py` (ResNet v1.5: the stride of a bottleneck sits on its 3×3
+convolution), so parameter counts match torchvision exactly; SE-ResNet-50 matches timm's
+`seresnet50` and Cadene's `se_resnet50` (reduction 16).
+
+Options shared by the family (`get_model("resnet50", cifar_stem=True, width=16, ...)`):
+`cifar_stem` (3×3 stride-1 first convolution, no max-pool, for 32×32 images), `width` (channels of
+the first stage, 64 in the paper; stage `i` has `width * 2**i`), `dtype` (computation dtype; params
+stay float32), `bn_axis_name` (BatchNorm statistics averaged over this mesh axis: synchronised BN
+under `shard_map`/`pmap`), `conv_impl`. `num_classes=None` (or 0) gives the pooled feature vector.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from visionax.models.common import (ModuleDef, classify, conv_def, dense_def, global_avg_pool,
+                                    max_pool, norm_def, pad)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate of SENet: `x * sigmoid(W2 relu(W1 mean_hw(x)))`, hidden size `channels // 16`."""
+
+    reduction: int = 16
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
+        hidden = dense_def(self.dtype)(max(1, channels // self.reduction), name="fc1")(squeezed)
+        gate = dense_def(self.dtype)(channels, name="fc2")(nn.relu(hidden))
+        return x * nn.sigmoid(gate)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions plus the shortcut (ResNet-18/34)."""
+
+    planes: int
+    stride: int
+    conv: ModuleDef
+    norm: ModuleDef
+    groups: int = 1
+    base_width: int = 64
+    se: bool = False
+    dtype: Any = jnp.float32
+
+    expansion = 1
+
+    @nn.compact
+    def __call__(self, x):
+        residual = x
+        y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=pad(3),
+                      name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(self.planes, (3, 3), padding=pad(3), name="conv2")(y)
+        y = self.norm(name="bn2")(y)
+        if self.se:
+            y = SqueezeExcite(dtype=self.dtype, name="se")(y)
+        if residual.shape != y.shape:
+            residual = self.conv(self.planes, (1, 1), (self.stride, self.stride),
+                                 name="downsample_conv")(x)
+            residual = self.norm(name="downsample_bn")(residual)
+        return nn.relu(y + residual)
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce, 3×3 (strided, optionally grouped), 1×1 expand ×4, plus the shortcut (ResNet-50+)."""
+
+    planes: int
+    stride: int
+    conv: ModuleDef
+    norm: ModuleDef
+    groups: int = 1
+    base_width: int = 64
+    se: bool = False
+    dtype: Any = jnp.float32
+
+    expansion = 4
+
+    @nn.compact
+    def __call__(self, x):
+        residual = x
+        inner = int(self.planes * (self.base_width / 64.0)) * self.groups
+        out = self.planes * self.expansion
+        y = self.conv(inner, (1, 1), name="conv1")(x)
+        y = nn.relu(self.norm(name="bn1")(y))
+        y = self.conv(inner, (3, 3), (self.stride, self.stride), padding=pad(3),
+                      feature_group_count=self.groups, name="conv2")(y)
+        y = nn.relu(self.norm(name="bn2")(y))
+        y = self.conv(out, (1, 1), name="conv3")(y)
+        y = self.norm(name="bn3")(y)
+        if self.se:
+            y = SqueezeExcite(dtype=self.dtype, name="se")(y)
+        if residual.shape != y.shape:
+            residual = self.conv(out, (1, 1), (self.stride, self.stride),
+                                 name="downsample_conv")(x)
+            residual = self.norm(name="downsample_bn")(residual)
+        return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+    """ResNet v1.5 (torchvision layout). `block` is "basic" or "bottleneck"."""
+
+    stage_sizes: Sequence[int]
+    block: str = "bottleneck"
+    groups: int = 1
+    base_width: int = 64
+    se: bool = False
+    num_classes: int | None = 1000
+    width: int = 64
+    cifar_stem: bool = False
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    conv_impl: str = "xla"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        conv = conv_def(self.conv_impl, self.dtype)
+        norm = norm_def(train, self.dtype, self.bn_axis_name)
+        block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
+        x = jnp.asarray(x, self.dtype)
+        if self.cifar_stem:
+            x = conv(self.width, (3, 3), padding=pad(3), name="conv1")(x)
+            x = nn.relu(norm(name="bn1")(x))
+        else:
+            x = conv(self.width, (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
+            x = nn.relu(norm(name="bn1")(x))
+            x = max_pool(x, 3, 2, padding=1)
+        for stage, blocks in enumerate(self.stage_sizes):
+            for index in range(blocks):
+                stride = 2 if stage > 0 and index == 0 else 1
+                x = block_cls(self.width * 2**stage, stride, conv=conv, norm=norm,
+                              groups=self.groups, base_width=self.base_width, se=self.se,
+                              dtype=self.dtype, name=f"layer{stage + 1}_{index}")(x)
+        return classify(global_avg_pool(x), self.num_classes, self.dtype, train)
+
+
+# name -> fixed architecture arguments (torchvision's constructors; SE-ResNet-50 from timm/Cadene).
+CONFIGS = {
+    "resnet18": dict(stage_sizes=(2, 2, 2, 2), block="basic"),
+    "resnet34": dict(stage_sizes=(3, 4, 6, 3), block="basic"),
+    "resnet50": dict(stage_sizes=(3, 4, 6, 3)),
+    "resnet101": dict(stage_sizes=(3, 4, 23, 3)),
+    "resnet152": dict(stage_sizes=(3, 8, 36, 3)),
+    "wide_resnet50_2": dict(stage_sizes=(3, 4, 6, 3), base_width=128),
+    "resnext50_32x4d": dict(stage_sizes=(3, 4, 6, 3), groups=32, base_width=4),
+    "se_resnet50": dict(stage_sizes=(3, 4, 6, 3), se=True),
+}

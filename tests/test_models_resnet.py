@@ -1,0 +1,252 @@
+"""ResNet family: exact parameter counts, the encoder/CIFAR options, values against NumPy, synced BN."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec as P
+
+from visionax.errors import UserError
+from visionax.models import MODEL_NAMES, get_model, model_options
+from visionax.models import resnet
+from visionax.models.common import conv_def, norm_def
+
+
+def param_count(name, resolution=224, **options):
+    """Trainable parameters (the `params` collection) counted without allocating them."""
+    model = get_model(name, **options)
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
+    )
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes["params"]))
+
+
+def conv2d_ref(x, kernel, stride=1, padding=0, groups=1, bias=None):
+    """float64 NumPy convolution, NHWC input, HWIO kernel, PyTorch semantics (symmetric zero padding)."""
+    x = np.asarray(x, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    kh, kw, cin_g, cout = kernel.shape
+    batch, height, width, cin = x.shape
+    out_h = (height - kh) // stride + 1
+    out_w = (width - kw) // stride + 1
+    out = np.zeros((batch, out_h, out_w, cout))
+    cout_g = cout // groups
+    for g in range(groups):
+        xs = x[..., g * cin_g:(g + 1) * cin_g]
+        ks = kernel[..., g * cout_g:(g + 1) * cout_g]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride, :]
+                out[..., g * cout_g:(g + 1) * cout_g] += patch @ ks[i, j]
+    if bias is not None:
+        out += np.asarray(bias, np.float64)
+    return out
+
+
+def bn_ref(x, stats, params, eps=1e-5):
+    return (x - stats["mean"]) / np.sqrt(stats["var"] + eps) * params["scale"] + params["bias"]
+
+
+# torchvision.models (v0.13+) parameter counts at 1000 classes, from its weight tables
+# (`_meta["num_params"]`); se_resnet50: timm `seresnet50` and Cadene `pretrainedmodels.se_resnet50`.
+RESNET_PARAMS = {
+    "resnet18": 11_689_512,          # torchvision ResNet18_Weights
+    "resnet34": 21_797_672,          # torchvision ResNet34_Weights
+    "resnet50": 25_557_032,          # torchvision ResNet50_Weights
+    "resnet101": 44_549_160,         # torchvision ResNet101_Weights
+    "resnet152": 60_192_808,         # torchvision ResNet152_Weights
+    "wide_resnet50_2": 68_883_240,   # torchvision Wide_ResNet50_2_Weights
+    "resnext50_32x4d": 25_028_904,   # torchvision ResNeXt50_32X4D_Weights
+    "se_resnet50": 28_088_024,       # timm seresnet50 / Cadene se_resnet50 (reduction 16)
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESNET_PARAMS))
+def test_parameter_count_matches_reference(name):
+    assert param_count(name) == RESNET_PARAMS[name]
+
+
+def test_cifar_stem_and_width_change_only_what_they_should():
+    # The CIFAR stem swaps the 7x7 conv (7*7*3*64) for a 3x3 one (3*3*3*64); no other parameter changes.
+    assert param_count("resnet18", cifar_stem=True) == RESNET_PARAMS["resnet18"] - (49 - 9) * 3 * 64
+
+
+@pytest.mark.parametrize("name,features", [("resnet18", 128), ("resnet50", 512)])
+def test_encoder_returns_pooled_features(name, features):
+    # width=16: stages of 16, 32, 64, 128 planes; bottlenecks expand by 4.
+    for num_classes in (None, 0):
+        model = get_model(name, num_classes=num_classes, width=16, cifar_stem=True)
+        x = jnp.ones((2, 32, 32, 3))
+        variables = model.init(jax.random.key(0), x)
+        assert "head" not in variables["params"]
+        out = model.apply(variables, x, train=False)
+        assert out.shape == (2, features) and out.dtype == jnp.float32
+
+
+def test_cifar_stem_keeps_resolution_and_imagenet_stem_divides_by_four():
+    x = jnp.ones((2, 32, 32, 3))
+    for cifar_stem, size in ((True, 32), (False, 8)):
+        model = get_model("resnet18", num_classes=10, width=8, cifar_stem=cifar_stem)
+        variables = model.init(jax.random.key(0), x)
+        assert variables["params"]["conv1"]["kernel"].shape == ((3, 3, 3, 8) if cifar_stem else (7, 7, 3, 8))
+        logits, state = model.apply(variables, x, train=False, capture_intermediates=True,
+                                    mutable=["intermediates"])
+        assert logits.shape == (2, 10)
+        layer1 = state["intermediates"]["layer1_0"]["__call__"][0]
+        layer4 = state["intermediates"]["layer4_1"]["__call__"][0]
+        assert layer1.shape == (2, size, size, 8)
+        assert layer4.shape == (2, size // 8, size // 8, 64)
+
+
+def test_stem_convolution_and_maxpool_match_pytorch_padding():
+    # Conv2d(3, 8, 7, stride=2, padding=3) then BN (eval), ReLU, MaxPool2d(3, 2, padding=1), in NumPy.
+    model = get_model("resnet18", num_classes=10, width=8)
+    x = jax.random.normal(jax.random.key(1), (2, 20, 20, 3))
+    variables = model.init(jax.random.key(0), x)
+    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    conv = conv2d_ref(x, variables["params"]["conv1"]["kernel"], stride=2, padding=3)
+    np.testing.assert_allclose(state["intermediates"]["conv1"]["__call__"][0], conv, rtol=1e-5, atol=1e-5)
+    y = np.maximum(bn_ref(conv, variables["batch_stats"]["bn1"], variables["params"]["bn1"]), 0)
+    y = np.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    pooled = np.stack([np.stack([y[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
+                                 for j in range(5)], 1) for i in range(5)], 1)
+    assert pooled.shape == (2, 5, 5, 8)  # 20 -> 10 -> 5
+    block = resnet.BasicBlock(8, 1, conv=conv_def("xla", jnp.float32), norm=norm_def(False, jnp.float32))
+    block_variables = {c: variables[c]["layer1_0"] for c in variables}
+    np.testing.assert_allclose(state["intermediates"]["layer1_0"]["__call__"][0],
+                               block.apply(block_variables, jnp.asarray(pooled, jnp.float32)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _random_bn(key, channels):
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    return ({"scale": jax.random.uniform(k1, (channels,), minval=0.5, maxval=1.5),
+             "bias": jax.random.normal(k2, (channels,))},
+            {"mean": jax.random.normal(k3, (channels,)),
+             "var": jax.random.uniform(k4, (channels,), minval=0.5, maxval=2.0)})
+
+
+@pytest.mark.parametrize("stride,in_channels", [(1, 4), (2, 4)])
+def test_basic_block_matches_numpy(stride, in_channels):
+    planes = 4 if stride == 1 else 6
+    block = resnet.BasicBlock(planes, stride, conv=conv_def("xla", jnp.float32),
+                              norm=norm_def(False, jnp.float32))
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, in_channels))
+    variables = block.init(jax.random.key(1), x)
+    params, stats = dict(variables["params"]), dict(variables["batch_stats"])
+    for i, name in enumerate(n for n in params if "bn" in n):
+        params[name], stats[name] = _random_bn(jax.random.key(10 + i), planes)
+    variables = {"params": params, "batch_stats": stats}
+    out = block.apply(variables, x)
+
+    y = conv2d_ref(x, params["conv1"]["kernel"], stride=stride, padding=1)
+    y = np.maximum(bn_ref(y, stats["bn1"], params["bn1"]), 0)
+    y = bn_ref(conv2d_ref(y, params["conv2"]["kernel"], padding=1), stats["bn2"], params["bn2"])
+    if stride == 1:
+        shortcut = np.asarray(x, np.float64)
+        assert "downsample_conv" not in params
+    else:
+        shortcut = bn_ref(conv2d_ref(x, params["downsample_conv"]["kernel"], stride=2),
+                          stats["downsample_bn"], params["downsample_bn"])
+    np.testing.assert_allclose(out, np.maximum(y + shortcut, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_residual_block_with_zero_last_scale_is_identity():
+    # With the last BN's scale and bias zero the residual branch vanishes: y = relu(0 + x) = relu(x).
+    block = resnet.Bottleneck(4, 1, conv=conv_def("xla", jnp.float32), norm=norm_def(False, jnp.float32),
+                              groups=2, base_width=64)
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 16))
+    variables = block.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda a: a, variables["params"])
+    params["bn3"] = {"scale": jnp.zeros(16), "bias": jnp.zeros(16)}
+    out = block.apply({"params": params, "batch_stats": variables["batch_stats"]}, x)
+    np.testing.assert_array_equal(out, jax.nn.relu(x))
+
+
+def test_bottleneck_grouped_matches_numpy_and_squeeze_excite():
+    block = resnet.Bottleneck(4, 2, conv=conv_def("xla", jnp.float32), norm=norm_def(False, jnp.float32),
+                              groups=2, base_width=32, se=True)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 8))
+    variables = block.init(jax.random.key(1), x)
+    params, stats = dict(variables["params"]), dict(variables["batch_stats"])
+    assert params["conv2"]["kernel"].shape == (3, 3, 2, 4)  # inner = int(4 * 32/64) * 2, 2 groups
+    for i, name in enumerate(n for n in params if "bn" in n):
+        params[name], stats[name] = _random_bn(jax.random.key(10 + i), stats[name]["mean"].shape[0])
+    out = block.apply({"params": params, "batch_stats": stats}, x)
+
+    y = np.maximum(bn_ref(conv2d_ref(x, params["conv1"]["kernel"]), stats["bn1"], params["bn1"]), 0)
+    y = conv2d_ref(y, params["conv2"]["kernel"], stride=2, padding=1, groups=2)
+    y = np.maximum(bn_ref(y, stats["bn2"], params["bn2"]), 0)
+    y = bn_ref(conv2d_ref(y, params["conv3"]["kernel"]), stats["bn3"], params["bn3"])
+    se = params["se"]
+    hidden = np.maximum(y.mean(axis=(1, 2)) @ se["fc1"]["kernel"] + se["fc1"]["bias"], 0)
+    assert hidden.shape == (2, 1)  # 16 channels // reduction 16
+    gate = 1 / (1 + np.exp(-(hidden @ se["fc2"]["kernel"] + se["fc2"]["bias"])))
+    y = y * gate[:, None, None, :]
+    shortcut = bn_ref(conv2d_ref(x, params["downsample_conv"]["kernel"], stride=2),
+                      stats["downsample_bn"], params["downsample_bn"])
+    np.testing.assert_allclose(out, np.maximum(y + shortcut, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_train_mode_updates_running_statistics_with_momentum_0_9():
+    model = get_model("resnet18", num_classes=10, width=4, cifar_stem=True)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)) * 3 + 1
+    variables = model.init(jax.random.key(1), x)
+    _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    conv = conv2d_ref(x, variables["params"]["conv1"]["kernel"], padding=1)
+    np.testing.assert_allclose(updates["batch_stats"]["bn1"]["mean"], 0.1 * conv.mean(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(updates["batch_stats"]["bn1"]["var"], 0.9 + 0.1 * conv.var(axis=(0, 1, 2)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params():
+    model = get_model("resnet18", num_classes=10, width=4, cifar_stem=True, dtype=jnp.bfloat16)
+    x = jnp.ones((2, 8, 8, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
+    logits, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    assert state["intermediates"]["layer2_0"]["__call__"][0].dtype == jnp.bfloat16
+    assert logits.dtype == jnp.float32
+
+
+def test_synced_batchnorm_under_shard_map_equals_full_batch():
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    options = dict(num_classes=10, width=4, cifar_stem=True)
+    synced = get_model("resnet18", bn_axis_name="data", **options)
+    plain = get_model("resnet18", **options)
+    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
+    variables = plain.init(jax.random.key(1), x)
+
+    def forward(model, variables, x):
+        return model.apply(variables, x, train=True, mutable=["batch_stats"])
+
+    sharded = jax.jit(jax.shard_map(
+        lambda v, x: forward(synced, v, x), mesh=mesh,
+        in_specs=(P(), P("data")), out_specs=(P("data"), P())))
+    logits, updates = sharded(variables, x)
+    want_logits, want_updates = forward(plain, variables, x)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 updates, want_updates)
+
+    # Without the axis name each device normalises with its own 2 images: the outputs differ.
+    unsynced = jax.jit(jax.shard_map(
+        lambda v, x: forward(plain, v, x)[0], mesh=mesh, in_specs=(P(), P("data")),
+        out_specs=P("data")))
+    assert not np.allclose(unsynced(variables, x), want_logits, atol=1e-3)
+
+
+def test_unknown_name_and_option_are_user_errors():
+    with pytest.raises(UserError, match="resnet50") as error:
+        get_model("resnet51")
+    assert all(name in str(error.value) for name in MODEL_NAMES)
+    with pytest.raises(UserError, match="cifar_stem"):
+        get_model("resnet50", cifar_stemm=True)
+    with pytest.raises(UserError):
+        get_model("resnet50", stage_sizes=(1, 1, 1, 1))  # fixed by the name
+    assert {"cifar_stem", "width", "dtype", "bn_axis_name", "conv_impl"} <= set(model_options("resnet18"))
+    with pytest.raises(UserError, match="conv_impl"):
+        get_model("resnet18", conv_impl="fft").init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
