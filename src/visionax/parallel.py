@@ -161,3 +161,19 @@ class DataParallel:
 def per_device_rng(rng: jax.Array) -> jax.Array:
     """A key that differs on each device: `fold_in(rng, axis_index)` (call inside a step)."""
     return jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+
+
+def map_batches(
+    parallel: DataParallel, per_device_function: Callable, replicated, images: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """`per_device_function(replicated, images_chunk)` over `images` in padded chunks split across
+    the devices; the outputs (split along axis 0) concatenated in order, padding removed."""
+    from visionax.data.pipeline import eval_batches
+
+    placed = parallel.put_state(replicated)
+    compiled = parallel.gather(per_device_function)
+    outputs = [
+        np.asarray(jax.device_get(compiled(placed, parallel.put_batch(chunk))))[:valid]
+        for chunk, valid in eval_batches(images, batch_size)
+    ]
+    return np.concatenate(outputs)

@@ -9,6 +9,7 @@ with one line naming the image-folder option.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,6 +53,11 @@ def _catalog_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
         ) from None
 
 
+def tensorflow_available() -> bool:
+    """Whether TensorFlow (the `.[tf]` extra that catalog builders need to prepare) is installed."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
     """The TFDS builder for `spec`, prepared to array_record if it was not already."""
     if spec.name == "digits":
@@ -64,6 +70,12 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
         builder = _catalog_builder(spec)
     if builder.is_prepared():
         return builder
+    if spec.name not in EMBEDDED_NAMES and not tensorflow_available():
+        raise UserError(
+            f"preparing TFDS catalog dataset {spec.name!r} needs TensorFlow and a network: "
+            "pip install -e '.[tf]', or lay the images out as <dir>/{train,test}/<class>/<image> and pass "
+            "--config.data.name=image_folder --config.data.folder=<dir>"
+        )
     tfds.disable_progress_bar()
     try:
         builder.download_and_prepare(file_format=FILE_FORMAT)
@@ -86,7 +98,7 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
 def data_source(spec: DatasetSpec, split: str) -> Sequence[dict]:
     """A random-access source of `{"image": uint8 [h, w, c], "label": int}` records for `split`."""
     builder = prepared_builder(spec)
-    if split not in builder.info.splits:
+    if builder.info.splits and split not in builder.info.splits:
         raise UserError(f"dataset {spec.name!r} has no split {split!r}; use one of {', '.join(builder.info.splits)}")
     if spec.name == "image_folder":
         return builder.as_data_source(split=split)
@@ -100,7 +112,7 @@ def num_classes(spec: DatasetSpec) -> int:
 
 def as_arrays(source: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     """All records of a source as `(images uint8 [n, h, w, c], labels int32 [n])`."""
-    records = source.__getitems__(range(len(source))) if len(source) else []
+    records = [source[index] for index in range(len(source))]
     images = np.stack([np.asarray(record["image"], np.uint8) for record in records])
     if images.ndim == 3:
         images = images[..., None]

@@ -28,8 +28,8 @@ class ArraySource:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
-        return [{"image": self.images[index], "label": self.labels[index]} for index in indices]
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "label": self.labels[index]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Batches:
         return batch[self.process_index * host_size : (self.process_index + 1) * host_size]
 
     def host_batch(self, step: int) -> dict[str, np.ndarray]:
-        records = self.source.__getitems__(self.indices(step).tolist())
+        records = [self.source[index] for index in self.indices(step).tolist()]
         images = np.stack([np.asarray(record["image"], np.uint8) for record in records])
         if images.ndim == 3:
             images = images[..., None]

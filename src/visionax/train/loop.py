@@ -1,0 +1,113 @@
+"""The training loop shared by every experiment.
+
+`fit` resumes from the latest checkpoint in the workdir, runs the compiled per-device step over the
+device mesh, logs metrics (metrics.jsonl, TensorBoard, a progress bar with step rate and ETA), saves
+checkpoints periodically and at the end, and stops at a NaN/Inf loss keeping the last good checkpoint.
+Because the state carries its rng and batch `s` is a pure function of `(seed, s)`, a run killed at any
+moment and started again ends with exactly the parameters of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from visionax.data.pipeline import Batches
+from visionax.errors import UserError
+from visionax.parallel import DataParallel, Step
+from visionax.train import checkpoint
+from visionax.train.metrics import MetricWriter
+from visionax.train.state import TrainState
+
+Evaluate = Callable[[TrainState, int], Mapping[str, float]]
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or Inf; training stopped and the last good checkpoint was kept."""
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """Whether every entry of every leaf of `tree` is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def _mean_metrics(history: list[Mapping[str, jax.Array]], parallel: DataParallel) -> dict[str, float]:
+    fetched = jax.device_get([parallel.get_state(metrics) for metrics in history])
+    return {name: float(np.mean([metrics[name] for metrics in fetched])) for name in fetched[0]}
+
+
+def fit(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    state: TrainState,
+    per_device_step: Step,
+    batches: Batches,
+    parallel: DataParallel,
+    num_steps: int,
+    evaluate: Evaluate | None = None,
+) -> TrainState:
+    """Train `state` to `num_steps` steps; returns the final state (no device axis).
+
+    Reads `config.log_every`, `config.checkpoint_every`, `config.keep_checkpoints` and
+    `config.eval_every` (0: evaluate only at the end).
+    """
+    workdir = pathlib.Path(workdir)
+    is_primary = jax.process_index() == 0
+    if is_primary:
+        checkpoint.claim_workdir(workdir, config)
+    checkpoints = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
+    state = checkpoint.restore_latest(checkpoints, state)
+    start = int(state.step)
+    writer = MetricWriter(workdir, start_step=start, total_steps=num_steps, enabled=is_primary)
+    step_function = parallel.step(per_device_step)
+    device_state = parallel.put_state(state)
+    history = []
+    try:
+        for step in range(start, num_steps):
+            device_state, metrics = step_function(device_state, parallel.put_batch(batches.host_batch(step)))
+            history.append(metrics)
+            done = step + 1
+            saving = done % config.checkpoint_every == 0
+            if done % config.log_every == 0 or done == num_steps or saving:
+                values = _mean_metrics(history, parallel)
+                writer.advance(len(history))
+                history = []
+                if not all(math.isfinite(value) for value in values.values()):
+                    raise _non_finite(values, done, checkpoints, workdir)
+                writer.write(done, "train", values)
+            if saving:
+                host_state = parallel.get_state(device_state)
+                if not bool(all_finite(host_state.params)):
+                    raise _non_finite({"params": float("nan")}, done, checkpoints, workdir)
+                checkpoint.save(checkpoints, host_state)
+            if evaluate and config.eval_every and done % config.eval_every == 0 and done != num_steps:
+                writer.write(done, "eval", evaluate(parallel.get_state(device_state), done))
+        state = parallel.get_state(device_state)
+        if checkpoints.latest_step() != int(state.step):
+            checkpoint.save(checkpoints, state, force=True)
+        if evaluate:
+            writer.write(int(state.step), "eval", evaluate(state, int(state.step)))
+    finally:
+        checkpoints.wait_until_finished()
+        checkpoints.close()
+        writer.close()
+    return state
+
+
+def _non_finite(values, step, checkpoints, workdir) -> NonFiniteLossError:
+    checkpoints.wait_until_finished()
+    last = checkpoints.latest_step()
+    kept = f"the last good checkpoint (step {last}) is kept in {workdir}" if last is not None else "no checkpoint was saved"
+    shown = ", ".join(f"{name}={value}" for name, value in values.items())
+    return NonFiniteLossError(
+        f"non-finite training metrics at step {step} ({shown}); lower --config.learning_rate or check "
+        f"the data, then rerun with a new --workdir; {kept}"
+    )
