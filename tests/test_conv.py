@@ -1,0 +1,188 @@
+"""conv_impl "gemm"/"auto" equal lax.conv_general_dilated (values and gradients) within 1e-5."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from visionax.errors import UserError
+from visionax.layers.conv import (
+    CONV_IMPLS,
+    conv_general_dilated_for,
+    conv_general_dilated_gemm,
+    conv_module,
+)
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+# (name, input spatial, kernel spatial, in feats, out feats, kwargs for conv_general_dilated)
+CASES = [
+    ("same_s1", (8, 8), (3, 3), 4, 6, dict(window_strides=(1, 1), padding="SAME")),
+    ("valid_s1", (7, 8), (3, 3), 4, 5, dict(window_strides=(1, 1), padding="VALID")),
+    ("same_s2", (8, 8), (3, 3), 3, 4, dict(window_strides=(2, 2), padding="SAME")),
+    ("same_s2_odd", (7, 9), (3, 3), 3, 4, dict(window_strides=(2, 2), padding="SAME")),
+    ("valid_s2_even_k", (9, 8), (4, 2), 3, 4, dict(window_strides=(2, 3), padding="VALID")),
+    ("explicit_pad", (6, 7), (3, 2), 3, 4,
+     dict(window_strides=(1, 1), padding=((2, 0), (1, 3)))),
+    ("explicit_pad_s2", (7, 7), (3, 3), 2, 4,
+     dict(window_strides=(2, 1), padding=((1, 2), (0, 1)))),
+    ("negative_pad", (8, 8), (3, 3), 2, 3,
+     dict(window_strides=(1, 1), padding=((-1, 1), (1, -2)))),
+    ("one_by_one_s2", (8, 8), (1, 1), 5, 7, dict(window_strides=(2, 2), padding="VALID")),
+    ("one_by_one_s1", (5, 6), (1, 1), 5, 7, dict(window_strides=(1, 1), padding="SAME")),
+    ("stem_7x7_s2", (12, 12), (7, 7), 3, 4, dict(window_strides=(2, 2), padding=((3, 3), (3, 3)))),
+    ("rhs_dilation", (9, 9), (3, 3), 3, 4,
+     dict(window_strides=(1, 1), padding="SAME", rhs_dilation=(2, 3))),
+    ("rhs_dilation_s2", (11, 10), (3, 2), 3, 4,
+     dict(window_strides=(2, 2), padding="VALID", rhs_dilation=(2, 2))),
+    ("lhs_dilation", (5, 6), (3, 3), 3, 4,
+     dict(window_strides=(1, 1), padding=((2, 2), (1, 2)), lhs_dilation=(2, 2))),
+    ("lhs_dilation_s2", (5, 5), (3, 3), 3, 4,
+     dict(window_strides=(2, 1), padding=((1, 1), (2, 0)), lhs_dilation=(2, 3))),
+    ("groups2", (8, 8), (3, 3), 4, 6,
+     dict(window_strides=(1, 1), padding="SAME", feature_group_count=2)),
+    ("groups3_s2", (9, 8), (3, 3), 6, 9,
+     dict(window_strides=(2, 2), padding="SAME", feature_group_count=3)),
+    ("groups2_dil", (9, 9), (3, 3), 4, 4,
+     dict(window_strides=(1, 1), padding="VALID", feature_group_count=2, rhs_dilation=(2, 1))),
+    ("depthwise", (8, 8), (3, 3), 5, 5,
+     dict(window_strides=(1, 1), padding="SAME", feature_group_count=5)),
+    ("depthwise_s2", (9, 8), (3, 3), 4, 4,
+     dict(window_strides=(2, 2), padding="SAME", feature_group_count=4)),
+    ("depthwise_mult2", (7, 7), (3, 3), 3, 6,
+     dict(window_strides=(1, 2), padding="VALID", feature_group_count=3, rhs_dilation=(1, 2))),
+]
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _normal(rng, shape, scale=1.0):
+    # numpy, not jax.random: each new jax.random shape costs a compilation of seconds on the CPU
+    return jnp.asarray(rng.standard_normal(shape, dtype=np.float32) * scale)
+
+
+def _inputs(seed, spatial, kernel, cin, cout, groups):
+    rng = np.random.default_rng(seed)
+    x = _normal(rng, (2, *spatial, cin))
+    w = _normal(rng, (*kernel, cin // groups, cout), 0.3)
+    return x, w, rng
+
+
+def _value_and_grads(conv, kw):
+    """jit(x, w, dy -> (y, dx, dw)): one compilation per case instead of one per eager op."""
+
+    def f(x, w, dy):
+        y, vjp = jax.vjp(lambda x, w: conv(x, w, **kw), x, w)
+        return (y, *vjp(dy))
+
+    return jax.jit(f)
+
+
+def _check(conv, x, w, rng, **kw):
+    shape = jax.eval_shape(lambda x, w: lax.conv_general_dilated(x, w, **kw), x, w)
+    dy = _normal(rng, shape.shape)
+    ref = _value_and_grads(lax.conv_general_dilated, kw)(x, w, dy)
+    got = _value_and_grads(conv, kw)(x, w, dy)
+    for g, r, name in zip(got, ref, ("y", "dx", "dw")):
+        assert g.shape == r.shape and g.dtype == r.dtype, name
+        np.testing.assert_allclose(g, r, err_msg=name, **TOL)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_gemm_matches_lax_values_and_grads(case):
+    _, spatial, kernel, cin, cout, kw = case
+    x, w, kd = _inputs(0, spatial, kernel, cin, cout, kw.get("feature_group_count", 1))
+    _check(conv_general_dilated_gemm, x, w, kd, dimension_numbers=DN, **kw)
+
+
+def test_gemm_under_jit_and_second_order():
+    kw = dict(window_strides=(2, 2), padding="SAME", dimension_numbers=DN)
+    x, w, kd = _inputs(1, (8, 8), (3, 3), 3, 4, 1)
+
+    def loss(conv, x, w):
+        return jnp.sum(jnp.tanh(conv(x, w, **kw)))
+
+    g_ref = jax.grad(loss, argnums=(1, 2))(lax.conv_general_dilated, x, w)
+    g_got = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=0)(
+        conv_general_dilated_gemm, x, w
+    )
+    for a, b in zip(g_got, g_ref):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+def test_other_dimension_numbers_and_1d_3d():
+    # NCHW / OIHW (lax's default layout)
+    rng = np.random.default_rng(2)
+    x = _normal(rng, (2, 4, 7, 6))
+    w = _normal(rng, (6, 2, 3, 2), 0.3)
+    _check(conv_general_dilated_gemm, x, w, rng, window_strides=(2, 1), padding="SAME",
+           feature_group_count=2)
+    # 1-D, NWC
+    x = _normal(rng, (3, 10, 4))
+    w = _normal(rng, (3, 4, 5), 0.3)
+    _check(conv_general_dilated_gemm, x, w, rng, window_strides=(2,), padding="SAME",
+           dimension_numbers=("NWC", "WIO", "NWC"))
+    # 3-D, NDHWC with dilation
+    x = _normal(rng, (2, 5, 6, 5, 3))
+    w = _normal(rng, (2, 3, 2, 3, 4), 0.3)
+    _check(conv_general_dilated_gemm, x, w, rng, window_strides=(1, 2, 1), padding="VALID",
+           rhs_dilation=(2, 1, 1), dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+def test_bf16_keeps_dtype_and_is_close():
+    x, w, _ = _inputs(3, (8, 8), (3, 3), 4, 4, 1)
+    kw = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=DN)
+
+    @jax.jit
+    def run(x, w):
+        xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+        y = conv_general_dilated_gemm(xb, wb, **kw)
+        g = jax.grad(lambda x, w: conv_general_dilated_gemm(x, w, **kw).sum(), (0, 1))(xb, wb)
+        return y, g, lax.conv_general_dilated(x, w, **kw)
+
+    y, (gx, gw), ref = run(x, w)
+    assert y.dtype == jnp.bfloat16
+    assert gx.dtype == jnp.bfloat16 and gw.dtype == jnp.bfloat16
+    np.testing.assert_allclose(y.astype(jnp.float32), ref, rtol=5e-2, atol=5e-2)
+
+
+def _params_like(module, x, rng):
+    shapes = jax.eval_shape(module.init, jax.random.key(0), x)
+    return jax.tree.map(lambda s: _normal(rng, s.shape, 0.3), shapes)
+
+
+@pytest.mark.parametrize("impl", CONV_IMPLS)
+def test_flax_conv_module_all_impls(impl):
+    rng = np.random.default_rng(4)
+    x = _normal(rng, (2, 9, 9, 3))
+    kwargs = dict(features=6, kernel_size=(3, 3), strides=2, padding="SAME", use_bias=True)
+    ref = nn.Conv(**kwargs)
+    mod = conv_module(impl)(**kwargs)
+    params = _params_like(ref, x, rng)
+
+    @jax.jit
+    def run(params, x):
+        def loss(m, p, x):
+            return jnp.sum(m.apply(p, x) ** 2)
+
+        return (
+            (mod.apply(params, x), jax.grad(loss, argnums=(1, 2))(mod, params, x)),
+            (ref.apply(params, x), jax.grad(loss, argnums=(1, 2))(ref, params, x)),
+        )
+
+    got, want = run(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), got, want)
+    # depthwise through flax too
+    dw = dict(features=3, kernel_size=(3, 3), feature_group_count=3, padding="SAME")
+    p = _params_like(nn.Conv(**dw), x, rng)
+    np.testing.assert_allclose(
+        jax.jit(conv_module(impl)(**dw).apply)(p, x), jax.jit(nn.Conv(**dw).apply)(p, x), **TOL
+    )
+
+
+def test_unknown_impl_is_a_user_error():
+    with pytest.raises(UserError):
+        conv_general_dilated_for("cudnn")
+    assert conv_general_dilated_for("xla") is lax.conv_general_dilated
