@@ -29,6 +29,11 @@ def l2_normalize(vectors: jax.Array, epsilon: float = 1e-12) -> jax.Array:
     return vectors / jnp.maximum(norm, epsilon)
 
 
+def _at_least_float32(x: jax.Array) -> jax.Array:
+    """bfloat16/float16 embeddings computed in float32; float32 and float64 unchanged."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def nt_xent(
     z1: jax.Array, z2: jax.Array, temperature: float, axis_name: str | None = None
 ) -> jax.Array:
@@ -44,8 +49,7 @@ def nt_xent(
     See the module docstring for the gradient convention.
     """
     local_batch = z1.shape[0]
-    z1 = l2_normalize(z1.astype(jnp.float32))
-    z2 = l2_normalize(z2.astype(jnp.float32))
+    z1, z2 = l2_normalize(_at_least_float32(z1)), l2_normalize(_at_least_float32(z2))
     if axis_name is None:
         all_z1, all_z2, offset = z1, z2, 0
     else:
@@ -82,9 +86,7 @@ def info_nce(
     over the global batch (`lax.pmean` of the local means: equal local batches), the same value on
     every device, with the gradient convention of the module docstring.
     """
-    query = l2_normalize(query.astype(jnp.float32))
-    key = l2_normalize(key.astype(jnp.float32))
-    queue = l2_normalize(queue.astype(jnp.float32))
+    query, key, queue = (l2_normalize(_at_least_float32(x)) for x in (query, key, queue))
     positive = jnp.sum(query * key, axis=-1, keepdims=True)  # [local_batch, 1]
     negatives = query @ queue.T  # [local_batch, queue_size]
     logits = jnp.concatenate([positive, negatives], axis=-1) / temperature
