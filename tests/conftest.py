@@ -1,4 +1,4 @@
-"""Test setup: eight fake CPU devices, set before JAX is imported anywhere."""
+"""Test setup: eight fake CPU devices, set before JAX is imported anywhere; shared fixtures."""
 
 import os
 
@@ -7,6 +7,16 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402  (must come after XLA_FLAGS)
+import jax  # noqa: E402,F401  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
 
-jax.config.update("jax_threefry_partitionable", True)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> str:
+    """A TFDS data directory with the embedded digits prepared once per test session."""
+    from visionax import data
+
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    data.load_arrays("digits", "train", data_dir=directory)
+    return directory

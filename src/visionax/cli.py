@@ -53,7 +53,7 @@ def parse(argv: Sequence[str], default_config: str | pathlib.Path, name: str):
     try:
         config_flags.DEFINE_config_file(
             "config", default_config, "Experiment config (a Python file).",
-            flag_values=flag_values, lock_config=True,
+            flag_values=flag_values, lock_config=True, sys_argv=list(argv),
         )
         flags.DEFINE_string(
             "workdir", None, "Directory for checkpoints, metrics and plots (default runs/<name>).",
@@ -64,7 +64,7 @@ def parse(argv: Sequence[str], default_config: str | pathlib.Path, name: str):
     except (AttributeError, KeyError) as error:
         key = _one_line(error)
         raise UserError(
-            f"unknown config key {key}; see the keys in {config_file} (override as --config.<key>=<value>)"
+            f"unknown config key {key!r}; see the keys in {config_file} (override as --config.<key>=<value>)"
         ) from None
     except flags.Error as error:
         raise UserError(f"{_one_line(error)}; run with --helpfull to list the flags") from None

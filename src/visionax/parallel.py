@@ -83,7 +83,7 @@ class DataParallel:
         return NamedSharding(local_mesh, PartitionSpec(DATA_AXIS))
 
     def put_state(self, state):
-        """Replicate `state` onto every device of the mesh."""
+        """Replicate a copy of `state` onto every device of the mesh (the step may donate it)."""
         if self.impl == "pmap":
             count = len(self.local_devices)
             return jax.tree.map(
@@ -92,7 +92,8 @@ class DataParallel:
                 ),
                 state,
             )
-        return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
+        # Copy first: device_put may share the caller's buffers, which a donating step would delete.
+        return jax.device_put(jax.tree.map(jnp.copy, state), NamedSharding(self.mesh, PartitionSpec()))
 
     def get_state(self, state):
         """The state without a device axis (the pmap replica of the first local device)."""
