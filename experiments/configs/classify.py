@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.warmup_steps = 0
     config.weight_decay = 0.0001
     config.batch_size = 128
-    config.epochs = 30
+    config.epochs = 15
     config.parallel = "shard_map"
     config.dtype = "float32"
     config.conv_impl = "xla"
@@ -34,5 +34,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every = 10
     config.checkpoint_every = 100
     config.keep_checkpoints = 3
-    config.eval_every = 110
+    config.eval_every = 33
     return config
