@@ -1,0 +1,2 @@
+"""Self-supervised learning (lecture 14): SimCLR (`visionax.ssl.simclr`) and MoCo
+(`visionax.ssl.moco`), sharing the encoder-plus-projection-head model of `visionax.ssl.heads`."""
