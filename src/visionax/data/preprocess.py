@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "MeanImage", "ChannelMean", "ChannelStandardize", "PCA", "ZCA",
@@ -102,16 +103,18 @@ def fit_channel_standardize(x: jax.Array, epsilon: float = 1e-8) -> ChannelStand
     return ChannelStandardize(jnp.mean(x, axis=axes), jnp.maximum(jnp.std(x, axis=axes), epsilon))
 
 
-def _covariance(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Mean μ and eigen-decomposition (λ decreasing, U) of the covariance Σ = (1/N) (x − μ)ᵀ(x − μ)."""
-    x = jnp.asarray(x, jnp.float32)
-    flat = x.reshape(x.shape[0], -1)
-    mean = jnp.mean(flat, axis=0)
+def _covariance(x: jax.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean μ and eigen-decomposition (λ decreasing, U) of Σ = (1/N) (x − μ)ᵀ(x − μ), in float64 on the host.
+
+    Fitting happens once, so it is done in NumPy float64: the small eigenvalues that whitening
+    divides by are then accurate; the transforms hold float32 arrays and run on the device.
+    """
+    flat = np.asarray(x, np.float64).reshape(np.shape(x)[0], -1)
+    mean = flat.mean(axis=0)
     centred = flat - mean
     cov = centred.T @ centred / flat.shape[0]
-    eigenvalues, eigenvectors = jnp.linalg.eigh(cov)  # ascending
-    eigenvalues = jnp.maximum(eigenvalues[::-1], 0.0)
-    return mean, eigenvalues, eigenvectors[:, ::-1]
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
+    return mean, np.maximum(eigenvalues[::-1], 0.0), eigenvectors[:, ::-1]
 
 
 def fit_pca(x: jax.Array, n_components: int | None = None, whiten: bool = False, epsilon: float = 1e-5) -> PCA:
@@ -119,12 +122,12 @@ def fit_pca(x: jax.Array, n_components: int | None = None, whiten: bool = False,
     mean, eigenvalues, eigenvectors = _covariance(x)
     k = eigenvalues.shape[0] if n_components is None else n_components
     variances = eigenvalues[:k]
-    scale = 1.0 / jnp.sqrt(variances + epsilon) if whiten else jnp.ones_like(variances)
-    return PCA(mean, eigenvectors[:, :k], variances, scale)
+    scale = 1.0 / np.sqrt(variances + epsilon) if whiten else np.ones_like(variances)
+    return PCA(*(jnp.asarray(a, jnp.float32) for a in (mean, eigenvectors[:, :k], variances, scale)))
 
 
 def fit_zca(x: jax.Array, epsilon: float = 1e-5) -> ZCA:
     """ZCA whitening fitted on the training set: W = U diag(1/√(λ + ε)) Uᵀ."""
     mean, eigenvalues, eigenvectors = _covariance(x)
-    matrix = (eigenvectors / jnp.sqrt(eigenvalues + epsilon)) @ eigenvectors.T
-    return ZCA(mean, matrix)
+    matrix = (eigenvectors / np.sqrt(eigenvalues + epsilon)) @ eigenvectors.T
+    return ZCA(jnp.asarray(mean, jnp.float32), jnp.asarray(matrix, jnp.float32))

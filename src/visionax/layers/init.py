@@ -1,0 +1,62 @@
+"""Weight initialisation of lecture 7 as Flax initializers `init(key, shape, dtype) -> array`.
+
+The fan-in d_in of a kernel is the product of all its dimensions but the last: d_in for a Dense
+kernel (d_in, d_out), kh·kw·c_in for a convolution kernel (kh, kw, c_in, c_out).
+Use them as `nn.Dense(features, kernel_init=kaiming())`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["fan_in", "small_random", "xavier", "kaiming", "INITIALIZERS", "get"]
+
+
+def fan_in(shape: Sequence[int]) -> int:
+    """Number of inputs of one output unit: the product of all dimensions of `shape` but the last."""
+    if len(shape) < 2:
+        raise ValueError(f"a kernel needs at least 2 dimensions to have a fan-in, got shape {tuple(shape)}")
+    return math.prod(shape[:-1])
+
+
+def small_random(std: float = 0.01):
+    """Small Gaussian weights W ~ N(0, std²) with std = 0.01: activations shrink towards 0 in deep nets."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return std * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def xavier(gain: float = 1.0):
+    """Xavier initialisation W ~ N(0, 1) · gain / √d_in: keeps the variance of tanh-like activations."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return jax.random.normal(key, shape, dtype) * jnp.asarray(gain / math.sqrt(fan_in(shape)), dtype)
+
+    return init
+
+
+def kaiming():
+    """Kaiming (He) initialisation W ~ N(0, 1) · √(2 / d_in): keeps the variance of ReLU activations."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        return jax.random.normal(key, shape, dtype) * jnp.asarray(math.sqrt(2.0 / fan_in(shape)), dtype)
+
+    return init
+
+
+INITIALIZERS = {"small_random": small_random, "xavier": xavier, "kaiming": kaiming}
+
+
+def get(name: str):
+    """The initializer called `name` (small_random, xavier or kaiming) with its default arguments."""
+    if name not in INITIALIZERS:
+        from visionax.errors import UserError
+
+        raise UserError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
+    return INITIALIZERS[name]()

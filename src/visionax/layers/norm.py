@@ -1,0 +1,179 @@
+"""Normalisation layers of lecture 7, written by hand with the variable layout of `flax.linen`.
+
+Every layer computes y = (x − μ) / √(σ² + ε) · γ + β and differs only in the set of elements
+μ and σ² are taken over:
+
+- BatchNorm: over the batch (and any spatial axes) per feature; running averages for evaluation.
+- LayerNorm: over the features of one example.
+- InstanceNorm: over the spatial axes of one example, per channel.
+- GroupNorm: over the spatial axes and a group of channels of one example.
+
+Inputs may be (B, L), (B, C, L) or (B, H, W, C): the feature axis is an argument (`axis`,
+`feature_axes`, `feature_axis`). Parameters are `scale` (γ) and `bias` (β), running statistics
+`batch_stats/{mean,var}`, so variables can be exchanged with the flax layer of the same name.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm"]
+
+Axes = int | Sequence[int]
+
+
+def _axes(ndim: int, axes: Axes) -> tuple[int, ...]:
+    if isinstance(axes, int):
+        axes = (axes,)
+    return tuple(sorted({axis % ndim for axis in axes}))
+
+
+def _mean(x: jax.Array, axes: tuple[int, ...], axis_name: str | None) -> jax.Array:
+    mean = jnp.mean(x, axis=axes)
+    return mean if axis_name is None else lax.pmean(mean, axis_name)
+
+
+def _stats(x: jax.Array, axes: tuple[int, ...], axis_name: str | None = None):
+    """Mean μ and biased variance σ² = mean((x − μ)²) over `axes` (two passes), averaged over `axis_name`."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = _mean(x, axes, axis_name)
+    var = _mean(jnp.square(x - jnp.expand_dims(mean, axes)), axes, axis_name)
+    return mean, var
+
+
+def _normalize(module: nn.Module, x, mean, var, reduction_axes, feature_axes, epsilon, use_scale, use_bias):
+    """(x − μ) / √(σ² + ε) · γ + β with γ, β of the shape of the feature axes."""
+    feature_shape = [x.shape[axis] for axis in feature_axes]
+    broadcast = [x.shape[axis] if axis in feature_axes else 1 for axis in range(x.ndim)]
+    y = (x - jnp.expand_dims(mean, reduction_axes)) / jnp.sqrt(jnp.expand_dims(var, reduction_axes) + epsilon)
+    if use_scale:
+        y = y * module.param("scale", nn.initializers.ones, feature_shape, jnp.float32).reshape(broadcast)
+    if use_bias:
+        y = y + module.param("bias", nn.initializers.zeros, feature_shape, jnp.float32).reshape(broadcast)
+    return y
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation: y = (x − μ_B) / √(σ²_B + ε) · γ + β with μ_B, σ²_B over the batch per feature.
+
+    Training (`use_running_average=False`) uses the statistics of the batch — over all devices of
+    `axis_name` when it is set (synchronised BatchNorm under shard_map/pmap) — and updates the
+    running averages m ← momentum · m + (1 − momentum) · μ_B (the same for the biased σ²_B);
+    evaluation uses the running averages. `axis` is the feature axis: −1 for (B, L) and
+    (B, H, W, C), 1 for (B, C, L).
+    """
+
+    use_running_average: bool | None = None
+    axis: Axes = -1
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+    use_bias: bool = True
+    use_scale: bool = True
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        feature_axes = _axes(x.ndim, self.axis)
+        reduction_axes = tuple(axis for axis in range(x.ndim) if axis not in feature_axes)
+        feature_shape = [x.shape[axis] for axis in feature_axes]
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(feature_shape, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(feature_shape, jnp.float32))
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            axis_name = None if self.is_initializing() else self.axis_name
+            mean, var = _stats(x, reduction_axes, axis_name)
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
+        return _normalize(self, x, mean, var, reduction_axes, feature_axes, self.epsilon, self.use_scale, self.use_bias)
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation: y = (x − μ) / √(σ² + ε) · γ + β with μ, σ² over `reduction_axes` of each example.
+
+    γ and β have the shape of `feature_axes`. For (B, L): the defaults (−1, −1); for (B, C, L) or
+    (B, H, W, C) normalising a whole example: reduction_axes=(1, 2) or (1, 2, 3).
+    """
+
+    epsilon: float = 1e-6
+    reduction_axes: Axes = -1
+    feature_axes: Axes = -1
+    use_bias: bool = True
+    use_scale: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        reduction_axes = _axes(x.ndim, self.reduction_axes)
+        mean, var = _stats(x, reduction_axes)
+        return _normalize(self, x, mean, var, reduction_axes, _axes(x.ndim, self.feature_axes),
+                          self.epsilon, self.use_scale, self.use_bias)
+
+
+class InstanceNorm(nn.Module):
+    """Instance normalisation: y = (x − μ) / √(σ² + ε) · γ + β, μ, σ² per example and channel over the other axes.
+
+    `feature_axes` are the channel axes (−1 for (B, H, W, C), 1 for (B, C, L)); statistics are
+    taken over every axis but the batch axis 0 and the channel axes.
+    """
+
+    epsilon: float = 1e-6
+    feature_axes: Axes = -1
+    use_bias: bool = True
+    use_scale: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        feature_axes = _axes(x.ndim, self.feature_axes)
+        if 0 in feature_axes:
+            raise ValueError("InstanceNorm: axis 0 is the batch axis and cannot be a channel axis")
+        reduction_axes = tuple(axis for axis in range(1, x.ndim) if axis not in feature_axes)
+        mean, var = _stats(x, reduction_axes)
+        return _normalize(self, x, mean, var, reduction_axes, feature_axes, self.epsilon, self.use_scale, self.use_bias)
+
+
+class GroupNorm(nn.Module):
+    """Group normalisation: y = (x − μ_g) / √(σ²_g + ε) · γ + β, μ_g, σ²_g per example over the spatial axes and a group of channels.
+
+    The C channels (axis `feature_axis`) are split into `num_groups` groups of consecutive
+    channels (or groups of `group_size`); γ, β are per channel. num_groups = 1 is LayerNorm over
+    the example, group_size = 1 is InstanceNorm.
+    """
+
+    num_groups: int | None = 32
+    group_size: int | None = None
+    feature_axis: int = -1
+    epsilon: float = 1e-6
+    use_bias: bool = True
+    use_scale: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if (self.num_groups is None) == (self.group_size is None):
+            raise ValueError("GroupNorm: give exactly one of num_groups and group_size")
+        feature_axis = self.feature_axis % x.ndim
+        if feature_axis == 0:
+            raise ValueError("GroupNorm: axis 0 is the batch axis and cannot be the channel axis")
+        channels = x.shape[feature_axis]
+        groups = self.num_groups if self.group_size is None else channels // self.group_size
+        if groups <= 0 or channels % groups:
+            raise ValueError(f"GroupNorm: {channels} channels cannot be split into {groups} equal groups")
+        # Channels last, then split them: (B, ..., G, C/G); statistics over everything but B and G.
+        moved = jnp.moveaxis(x, feature_axis, -1)
+        grouped = moved.reshape(moved.shape[:-1] + (groups, channels // groups))
+        axes = tuple(range(1, grouped.ndim - 2)) + (grouped.ndim - 1,)
+        mean, var = _stats(grouped, axes)  # (B, G)
+        normed = (grouped - jnp.expand_dims(mean, axes)) / jnp.sqrt(jnp.expand_dims(var, axes) + self.epsilon)
+        normed = jnp.moveaxis(normed.reshape(moved.shape), -1, feature_axis)
+        broadcast = [channels if axis == feature_axis else 1 for axis in range(x.ndim)]
+        if self.use_scale:
+            normed = normed * self.param("scale", nn.initializers.ones, (channels,), jnp.float32).reshape(broadcast)
+        if self.use_bias:
+            normed = normed + self.param("bias", nn.initializers.zeros, (channels,), jnp.float32).reshape(broadcast)
+        return normed
