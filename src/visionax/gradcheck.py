@@ -26,7 +26,7 @@ __all__ = ["numeric_grad", "relative_error", "check_grad", "assert_grad_close"]
 
 
 def _to_f64(tree: PyTree) -> PyTree:
-    return jax.tree.map(lambda leaf: np.asarray(leaf, dtype=np.float64), tree)
+    return jax.tree.map(lambda leaf: np.array(leaf, dtype=np.float64, copy=True), tree)
 
 
 def numeric_grad(f: Callable[[PyTree], Any], params: PyTree, h: float = 1e-5) -> PyTree:
