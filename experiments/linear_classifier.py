@@ -4,8 +4,9 @@
         [--config.key=value ...] [--workdir=runs/linear_classifier]
 
 Scores are s = W x + b on the flattened images (the embedded 8×8 digits by default, or any image
-folder), scaled to [0, 1] and centred by the mean image of the training set. The loss is the data loss (`svm_hinge` or `softmax_cross_entropy`) plus λ·l2(W), and
-each step is W ← W − η ∇ on a minibatch. Writes to the workdir `weights.png` (the learned weights
+folder), scaled to [0, 1] and centred by the mean image of the training set. The loss is the data
+loss (`svm_hinge` or `softmax_cross_entropy`) plus λ·l2(W), and each step is W ← W − η ∇ on a
+minibatch. Writes to the workdir `weights.png` (the learned weights
 of each class shown as an image, one row per classifier, as in the lecture), `loss.png` and
 `summary.json`, and prints a summary table.
 """
