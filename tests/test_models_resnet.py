@@ -12,65 +12,14 @@ from visionax.models import MODEL_NAMES, get_model, model_options
 from visionax.models import resnet
 from visionax.models.common import conv_def, norm_def
 
-
-def param_count(name, resolution=224, **options):
-    """Trainable parameters (the `params` collection) counted without allocating them."""
-    model = get_model(name, **options)
-    shapes = jax.eval_shape(
-        model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, resolution, resolution, 3), jnp.float32)
-    )
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes["params"]))
-
-
-def conv2d_ref(x, kernel, stride=1, padding=0, groups=1, bias=None):
-    """float64 NumPy convolution, NHWC input, HWIO kernel, PyTorch semantics (symmetric zero padding)."""
-    x = np.asarray(x, np.float64)
-    kernel = np.asarray(kernel, np.float64)
-    x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    kh, kw, cin_g, cout = kernel.shape
-    batch, height, width, cin = x.shape
-    out_h = (height - kh) // stride + 1
-    out_w = (width - kw) // stride + 1
-    out = np.zeros((batch, out_h, out_w, cout))
-    cout_g = cout // groups
-    for g in range(groups):
-        xs = x[..., g * cin_g:(g + 1) * cin_g]
-        ks = kernel[..., g * cout_g:(g + 1) * cout_g]
-        for i in range(kh):
-            for j in range(kw):
-                patch = xs[:, i:i + stride * out_h:stride, j:j + stride * out_w:stride, :]
-                out[..., g * cout_g:(g + 1) * cout_g] += patch @ ks[i, j]
-    if bias is not None:
-        out += np.asarray(bias, np.float64)
-    return out
-
-
-def bn_ref(x, stats, params, eps=1e-5):
-    return (x - stats["mean"]) / np.sqrt(stats["var"] + eps) * params["scale"] + params["bias"]
-
-
-# torchvision.models (v0.13+) parameter counts at 1000 classes, from its weight tables
-# (`_meta["num_params"]`); se_resnet50: timm `seresnet50` and Cadene `pretrainedmodels.se_resnet50`.
-RESNET_PARAMS = {
-    "resnet18": 11_689_512,          # torchvision ResNet18_Weights
-    "resnet34": 21_797_672,          # torchvision ResNet34_Weights
-    "resnet50": 25_557_032,          # torchvision ResNet50_Weights
-    "resnet101": 44_549_160,         # torchvision ResNet101_Weights
-    "resnet152": 60_192_808,         # torchvision ResNet152_Weights
-    "wide_resnet50_2": 68_883_240,   # torchvision Wide_ResNet50_2_Weights
-    "resnext50_32x4d": 25_028_904,   # torchvision ResNeXt50_32X4D_Weights
-    "se_resnet50": 28_088_024,       # timm seresnet50 / Cadene se_resnet50 (reduction 16)
-}
-
-
-@pytest.mark.parametrize("name", sorted(RESNET_PARAMS))
-def test_parameter_count_matches_reference(name):
-    assert param_count(name) == RESNET_PARAMS[name]
+from test_models import bn_ref, conv2d_ref, param_count, pool_ref, random_variables
 
 
 def test_cifar_stem_and_width_change_only_what_they_should():
     # The CIFAR stem swaps the 7x7 conv (7*7*3*64) for a 3x3 one (3*3*3*64); no other parameter changes.
-    assert param_count("resnet18", cifar_stem=True) == RESNET_PARAMS["resnet18"] - (49 - 9) * 3 * 64
+    assert param_count("resnet18", cifar_stem=True) == param_count("resnet18") - (49 - 9) * 3 * 64
+    # width=16 is a quarter of every channel count: the convolutions have 1/16 of the weights.
+    assert param_count("resnet18", width=16, num_classes=None) < param_count("resnet18") / 15
 
 
 @pytest.mark.parametrize("name,features", [("resnet18", 128), ("resnet50", 512)])
@@ -79,7 +28,7 @@ def test_encoder_returns_pooled_features(name, features):
     for num_classes in (None, 0):
         model = get_model(name, num_classes=num_classes, width=16, cifar_stem=True)
         x = jnp.ones((2, 32, 32, 3))
-        variables = model.init(jax.random.key(0), x)
+        variables = random_variables(model, x)
         assert "head" not in variables["params"]
         out = model.apply(variables, x, train=False)
         assert out.shape == (2, features) and out.dtype == jnp.float32
@@ -89,7 +38,7 @@ def test_cifar_stem_keeps_resolution_and_imagenet_stem_divides_by_four():
     x = jnp.ones((2, 32, 32, 3))
     for cifar_stem, size in ((True, 32), (False, 8)):
         model = get_model("resnet18", num_classes=10, width=8, cifar_stem=cifar_stem)
-        variables = model.init(jax.random.key(0), x)
+        variables = random_variables(model, x)
         assert variables["params"]["conv1"]["kernel"].shape == ((3, 3, 3, 8) if cifar_stem else (7, 7, 3, 8))
         logits, state = model.apply(variables, x, train=False, capture_intermediates=True,
                                     mutable=["intermediates"])
@@ -104,14 +53,12 @@ def test_stem_convolution_and_maxpool_match_pytorch_padding():
     # Conv2d(3, 8, 7, stride=2, padding=3) then BN (eval), ReLU, MaxPool2d(3, 2, padding=1), in NumPy.
     model = get_model("resnet18", num_classes=10, width=8)
     x = jax.random.normal(jax.random.key(1), (2, 20, 20, 3))
-    variables = model.init(jax.random.key(0), x)
+    variables = random_variables(model, x)
     _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
     conv = conv2d_ref(x, variables["params"]["conv1"]["kernel"], stride=2, padding=3)
     np.testing.assert_allclose(state["intermediates"]["conv1"]["__call__"][0], conv, rtol=1e-5, atol=1e-5)
     y = np.maximum(bn_ref(conv, variables["batch_stats"]["bn1"], variables["params"]["bn1"]), 0)
-    y = np.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    pooled = np.stack([np.stack([y[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
-                                 for j in range(5)], 1) for i in range(5)], 1)
+    pooled = pool_ref(y, 3, 2, padding=1)
     assert pooled.shape == (2, 5, 5, 8)  # 20 -> 10 -> 5
     block = resnet.BasicBlock(8, 1, conv=conv_def("xla", jnp.float32), norm=norm_def(False, jnp.float32))
     block_variables = {c: variables[c]["layer1_0"] for c in variables}
@@ -120,25 +67,14 @@ def test_stem_convolution_and_maxpool_match_pytorch_padding():
                                rtol=1e-5, atol=1e-5)
 
 
-def _random_bn(key, channels):
-    k1, k2, k3, k4 = jax.random.split(key, 4)
-    return ({"scale": jax.random.uniform(k1, (channels,), minval=0.5, maxval=1.5),
-             "bias": jax.random.normal(k2, (channels,))},
-            {"mean": jax.random.normal(k3, (channels,)),
-             "var": jax.random.uniform(k4, (channels,), minval=0.5, maxval=2.0)})
-
-
 @pytest.mark.parametrize("stride,in_channels", [(1, 4), (2, 4)])
 def test_basic_block_matches_numpy(stride, in_channels):
     planes = 4 if stride == 1 else 6
     block = resnet.BasicBlock(planes, stride, conv=conv_def("xla", jnp.float32),
                               norm=norm_def(False, jnp.float32))
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, in_channels))
-    variables = block.init(jax.random.key(1), x)
-    params, stats = dict(variables["params"]), dict(variables["batch_stats"])
-    for i, name in enumerate(n for n in params if "bn" in n):
-        params[name], stats[name] = _random_bn(jax.random.key(10 + i), planes)
-    variables = {"params": params, "batch_stats": stats}
+    variables = random_variables(block, x)
+    params, stats = variables["params"], variables["batch_stats"]
     out = block.apply(variables, x)
 
     y = conv2d_ref(x, params["conv1"]["kernel"], stride=stride, padding=1)
@@ -158,9 +94,8 @@ def test_residual_block_with_zero_last_scale_is_identity():
     block = resnet.Bottleneck(4, 1, conv=conv_def("xla", jnp.float32), norm=norm_def(False, jnp.float32),
                               groups=2, base_width=64)
     x = jax.random.normal(jax.random.key(0), (2, 5, 5, 16))
-    variables = block.init(jax.random.key(1), x)
-    params = jax.tree.map(lambda a: a, variables["params"])
-    params["bn3"] = {"scale": jnp.zeros(16), "bias": jnp.zeros(16)}
+    variables = random_variables(block, x)
+    params = dict(variables["params"], bn3={"scale": jnp.zeros(16), "bias": jnp.zeros(16)})
     out = block.apply({"params": params, "batch_stats": variables["batch_stats"]}, x)
     np.testing.assert_array_equal(out, jax.nn.relu(x))
 
@@ -169,12 +104,10 @@ def test_bottleneck_grouped_matches_numpy_and_squeeze_excite():
     block = resnet.Bottleneck(4, 2, conv=conv_def("xla", jnp.float32), norm=norm_def(False, jnp.float32),
                               groups=2, base_width=32, se=True)
     x = jax.random.normal(jax.random.key(0), (2, 6, 6, 8))
-    variables = block.init(jax.random.key(1), x)
-    params, stats = dict(variables["params"]), dict(variables["batch_stats"])
+    variables = random_variables(block, x)
+    params, stats = variables["params"], variables["batch_stats"]
     assert params["conv2"]["kernel"].shape == (3, 3, 2, 4)  # inner = int(4 * 32/64) * 2, 2 groups
-    for i, name in enumerate(n for n in params if "bn" in n):
-        params[name], stats[name] = _random_bn(jax.random.key(10 + i), stats[name]["mean"].shape[0])
-    out = block.apply({"params": params, "batch_stats": stats}, x)
+    out = block.apply(variables, x)
 
     y = np.maximum(bn_ref(conv2d_ref(x, params["conv1"]["kernel"]), stats["bn1"], params["bn1"]), 0)
     y = conv2d_ref(y, params["conv2"]["kernel"], stride=2, padding=1, groups=2)
@@ -193,19 +126,21 @@ def test_bottleneck_grouped_matches_numpy_and_squeeze_excite():
 def test_train_mode_updates_running_statistics_with_momentum_0_9():
     model = get_model("resnet18", num_classes=10, width=4, cifar_stem=True)
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)) * 3 + 1
-    variables = model.init(jax.random.key(1), x)
+    variables = random_variables(model, x)
     _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
     conv = conv2d_ref(x, variables["params"]["conv1"]["kernel"], padding=1)
-    np.testing.assert_allclose(updates["batch_stats"]["bn1"]["mean"], 0.1 * conv.mean(axis=(0, 1, 2)),
-                               rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(updates["batch_stats"]["bn1"]["var"], 0.9 + 0.1 * conv.var(axis=(0, 1, 2)),
-                               rtol=1e-4, atol=1e-5)
+    old = variables["batch_stats"]["bn1"]
+    np.testing.assert_allclose(updates["batch_stats"]["bn1"]["mean"],
+                               0.9 * old["mean"] + 0.1 * conv.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    # PyTorch stores the unbiased batch variance, flax the biased one; both blend with momentum 0.9.
+    np.testing.assert_allclose(updates["batch_stats"]["bn1"]["var"],
+                               0.9 * old["var"] + 0.1 * conv.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_computes_in_bf16_with_float32_params():
     model = get_model("resnet18", num_classes=10, width=4, cifar_stem=True, dtype=jnp.bfloat16)
     x = jnp.ones((2, 8, 8, 3))
-    variables = model.init(jax.random.key(0), x)
+    variables = random_variables(model, x)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
     logits, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
     assert state["intermediates"]["layer2_0"]["__call__"][0].dtype == jnp.bfloat16
@@ -218,7 +153,7 @@ def test_synced_batchnorm_under_shard_map_equals_full_batch():
     synced = get_model("resnet18", bn_axis_name="data", **options)
     plain = get_model("resnet18", **options)
     x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
-    variables = plain.init(jax.random.key(1), x)
+    variables = random_variables(plain, x)
 
     def forward(model, variables, x):
         return model.apply(variables, x, train=True, mutable=["batch_stats"])

@@ -17,13 +17,25 @@ import dataclasses
 import flax.linen as nn
 
 from visionax.errors import UserError
-from visionax.models import resnet, small_cnn
+from visionax.models import (alexnet, densenet, efficientnet, googlenet, mobilenet, nasnet, resnet,
+                             small_cnn, vgg)
 
 # Each family: its Module class and {name: fixed constructor arguments}.
 _FAMILIES = (
+    (alexnet.ConvNet, alexnet.CONFIGS),
+    (alexnet.ConvNet, vgg.CONFIGS),
+    (googlenet.GoogLeNet, googlenet.CONFIGS),
     (resnet.ResNet, resnet.CONFIGS),
+    (densenet.DenseNet, densenet.CONFIGS),
+    (mobilenet.MobileNetV1, mobilenet.V1_CONFIGS),
+    (mobilenet.MobileNetV2, mobilenet.V2_CONFIGS),
+    (efficientnet.EfficientNet, efficientnet.CONFIGS),
+    (nasnet.NASNet, nasnet.CONFIGS),
     (small_cnn.SmallCNN, small_cnn.CONFIGS),
 )
+
+# The image size each model was designed and published at (224 unless listed).
+_RESOLUTIONS = {**efficientnet.RESOLUTIONS, **nasnet.RESOLUTIONS}
 
 _REGISTRY: dict[str, tuple[type[nn.Module], dict]] = {
     name: (cls, fixed) for cls, configs in _FAMILIES for name, fixed in configs.items()
@@ -40,6 +52,12 @@ def model_options(name: str) -> list[str]:
         if field.init and field.name not in ("parent", "name", "num_classes")
         and field.name not in fixed
     )
+
+
+def input_size(name: str) -> int:
+    """The standard (published) input resolution of model `name`: 224 unless it says otherwise."""
+    _lookup(name)
+    return _RESOLUTIONS.get(name, 224)
 
 
 def _lookup(name: str):
@@ -68,4 +86,4 @@ def get_model(name: str, num_classes: int | None = 1000, **options) -> nn.Module
     return cls(num_classes=num_classes, **fixed, **options)
 
 
-__all__ = ["MODEL_NAMES", "get_model", "model_options"]
+__all__ = ["MODEL_NAMES", "get_model", "input_size", "model_options"]

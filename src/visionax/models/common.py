@@ -30,6 +30,19 @@ def pad(kernel: int, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int
     return ((p, p), (p, p))
 
 
+def scaled(channels: int, width_mult: float) -> int:
+    """`channels * width_mult` rounded, at least 1 (the `width_mult` option of small CPU models)."""
+    return max(1, int(round(channels * width_mult)))
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round channels to the nearest multiple of `divisor`, never below 90% of `value`
+    (torchvision's `_make_divisible`, from the TensorFlow MobileNet/EfficientNet code)."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 def conv_def(conv_impl: str, dtype: Any, **defaults) -> ModuleDef:
     """The model's convolution: `conv_module(conv_impl)` computing in `dtype` with float32 params.
 
@@ -62,23 +75,76 @@ def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int = 0,
     """PyTorch's `MaxPool2d(window, stride, padding, ceil_mode)` on NHWC (padding counts as -inf)."""
     pads = []
     for size in x.shape[1:3]:
-        extra = 0
-        if ceil_mode:
-            full = size + 2 * padding - window
-            if full % stride:
-                extra = stride - full % stride
-                # PyTorch drops a last window that would start inside the right padding.
-                if (full + extra) // stride * stride >= size + padding:
-                    extra -= stride
-        pads.append((padding, padding + max(extra, 0)))
+        span = size + 2 * padding - window
+        out = (-(-span // stride) if ceil_mode else span // stride) + 1
+        if ceil_mode and (out - 1) * stride >= size + padding:
+            out -= 1  # PyTorch drops a last window that would start in the right padding
+        extra = max((out - 1) * stride + window - (size + 2 * padding), 0)
+        pads.append((padding, padding + extra))
     return nn.max_pool(x, (window, window), (stride, stride), padding=pads)
+
+
+def adaptive_avg_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """PyTorch's `AdaptiveAvgPool2d(size)` on NHWC: bin `i` averages rows `floor(i*H/size)` to
+    `ceil((i+1)*H/size)`. At a model's standard resolution it is the identity."""
+    if x.shape[1:3] == (size, size):
+        return x
+
+    def bins(length):
+        return [(i * length // size, -(-(i + 1) * length // size)) for i in range(size)]
+
+    rows = [jnp.mean(x[:, a:b], axis=1) for a, b in bins(x.shape[1])]
+    x = jnp.stack(rows, axis=1)
+    cols = [jnp.mean(x[:, :, a:b], axis=2) for a, b in bins(x.shape[2])]
+    return jnp.stack(cols, axis=2)
 
 
 def avg_pool(x: jnp.ndarray, window: int, stride: int, padding: int = 0,
              count_include_pad: bool = True) -> jnp.ndarray:
     """PyTorch's `AvgPool2d(window, stride, padding, count_include_pad=...)` on NHWC."""
-    return nn.avg_pool(x, (window, window), (stride, stride), padding=((padding, padding),) * 2,
-                       count_include_pad=count_include_pad)
+    y = nn.avg_pool(x, (window, window), (stride, stride), padding=((padding, padding),) * 2,
+                    count_include_pad=count_include_pad)
+    return y.astype(x.dtype)  # the count of a window is float32
+
+
+class ConvBNAct(nn.Module):
+    """Convolution (no bias; depthwise when `depthwise`), BatchNorm, then `activation` (None: linear).
+
+    torchvision's `Conv2dNormActivation` / GoogLeNet's `BasicConv2d`; padding `kernel // 2`."""
+
+    features: int
+    kernel: int
+    conv: ModuleDef
+    norm: ModuleDef
+    stride: int = 1
+    depthwise: bool = False
+    activation: Callable | None = nn.relu
+
+    @nn.compact
+    def __call__(self, x):
+        x = self.conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
+                      padding=pad(self.kernel),
+                      feature_group_count=x.shape[-1] if self.depthwise else 1, name="conv")(x)
+        x = self.norm(name="bn")(x)
+        return self.activation(x) if self.activation else x
+
+
+class SqueezeExcite(nn.Module):
+    """SENet's channel gate: `x * sigmoid(W2 activation(W1 mean_hw(x) + b1) + b2)`, `hidden` units.
+
+    W1 and W2 are dense layers on the pooled vector (the same parameters as PyTorch's 1×1
+    convolutions with bias)."""
+
+    hidden: int
+    activation: Callable = nn.relu
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
+        hidden = dense_def(self.dtype)(self.hidden, name="fc1")(squeezed)
+        gate = dense_def(self.dtype)(x.shape[-1], name="fc2")(self.activation(hidden))
+        return x * nn.sigmoid(gate)
 
 
 def classify(features: jnp.ndarray, num_classes: int | None, dtype: Any, train: bool,

@@ -31,23 +31,10 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from visionax.models.common import (ModuleDef, classify, conv_def, dense_def, global_avg_pool,
+from visionax.models.common import (ModuleDef, SqueezeExcite, classify, conv_def, global_avg_pool,
                                     max_pool, norm_def, pad)
 
-
-class SqueezeExcite(nn.Module):
-    """Channel gate of SENet: `x * sigmoid(W2 relu(W1 mean_hw(x)))`, hidden size `channels // 16`."""
-
-    reduction: int = 16
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        channels = x.shape[-1]
-        squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
-        hidden = dense_def(self.dtype)(max(1, channels // self.reduction), name="fc1")(squeezed)
-        gate = dense_def(self.dtype)(channels, name="fc2")(nn.relu(hidden))
-        return x * nn.sigmoid(gate)
+SE_REDUCTION = 16  # SENet's hidden size: channels // 16
 
 
 class BasicBlock(nn.Module):
@@ -73,7 +60,7 @@ class BasicBlock(nn.Module):
         y = self.conv(self.planes, (3, 3), padding=pad(3), name="conv2")(y)
         y = self.norm(name="bn2")(y)
         if self.se:
-            y = SqueezeExcite(dtype=self.dtype, name="se")(y)
+            y = SqueezeExcite(max(1, y.shape[-1] // SE_REDUCTION), dtype=self.dtype, name="se")(y)
         if residual.shape != y.shape:
             residual = self.conv(self.planes, (1, 1), (self.stride, self.stride),
                                  name="downsample_conv")(x)
@@ -108,7 +95,7 @@ class Bottleneck(nn.Module):
         y = self.conv(out, (1, 1), name="conv3")(y)
         y = self.norm(name="bn3")(y)
         if self.se:
-            y = SqueezeExcite(dtype=self.dtype, name="se")(y)
+            y = SqueezeExcite(max(1, y.shape[-1] // SE_REDUCTION), dtype=self.dtype, name="se")(y)
         if residual.shape != y.shape:
             residual = self.conv(out, (1, 1), (self.stride, self.stride),
                                  name="downsample_conv")(x)
@@ -153,14 +140,19 @@ class ResNet(nn.Module):
         return classify(global_avg_pool(x), self.num_classes, self.dtype, train)
 
 
-# name -> fixed architecture arguments (torchvision's constructors; SE-ResNet-50 from timm/Cadene).
+def _arch(stage_sizes, block="bottleneck", groups=1, base_width=64, se=False) -> dict:
+    return dict(stage_sizes=stage_sizes, block=block, groups=groups, base_width=base_width, se=se)
+
+
+# name -> its architecture (torchvision's constructors; SE-ResNet-50 from timm/Cadene). What is fixed
+# here is not an option of `get_model`.
 CONFIGS = {
-    "resnet18": dict(stage_sizes=(2, 2, 2, 2), block="basic"),
-    "resnet34": dict(stage_sizes=(3, 4, 6, 3), block="basic"),
-    "resnet50": dict(stage_sizes=(3, 4, 6, 3)),
-    "resnet101": dict(stage_sizes=(3, 4, 23, 3)),
-    "resnet152": dict(stage_sizes=(3, 8, 36, 3)),
-    "wide_resnet50_2": dict(stage_sizes=(3, 4, 6, 3), base_width=128),
-    "resnext50_32x4d": dict(stage_sizes=(3, 4, 6, 3), groups=32, base_width=4),
-    "se_resnet50": dict(stage_sizes=(3, 4, 6, 3), se=True),
+    "resnet18": _arch((2, 2, 2, 2), block="basic"),
+    "resnet34": _arch((3, 4, 6, 3), block="basic"),
+    "resnet50": _arch((3, 4, 6, 3)),
+    "resnet101": _arch((3, 4, 23, 3)),
+    "resnet152": _arch((3, 8, 36, 3)),
+    "wide_resnet50_2": _arch((3, 4, 6, 3), base_width=128),
+    "resnext50_32x4d": _arch((3, 4, 6, 3), groups=32, base_width=4),
+    "se_resnet50": _arch((3, 4, 6, 3), se=True),
 }
