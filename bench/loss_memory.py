@@ -1,6 +1,6 @@
 """Memory of the sharded NT-Xent loss vs the unsharded one, from XLA's analysis of the compiled code.
 
-    python bench/loss_memory.py            # global batch 4096, dim 128, 8 fake CPU devices
+    python -m bench.loss_memory            # global batch 4096, dim 128, 8 fake CPU devices
 
 Compiles value-and-gradient of `visionax.losses.nt_xent` twice (nothing is run): sharded over 8
 devices with `axis_name` (each device holds its 2·512 rows of the similarity matrix against all

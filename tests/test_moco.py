@@ -152,9 +152,10 @@ def test_first_step_matches_an_independent_computation(images, one_device):
     chex.assert_trees_all_close(state2.extra["key_params"], expected_key_params, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
-def test_eight_devices_equal_one_device(images, one_device, impl):
-    losses, states = run(DEVICES, impl, images)
+def test_eight_devices_equal_one_device(images, one_device):
+    """BN-free encoder: shuffle BN must not change any key, so 8 devices equal 1 (pmap and shard_map
+    give the same numbers for the same step: tests/test_simclr.py)."""
+    losses, states = run(DEVICES, "shard_map", images)
     expected_losses, expected_states = one_device
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
     for state, expected in zip(states[1:], expected_states[1:]):
