@@ -1,0 +1,14 @@
+"""MoCo v1 on the embedded digits: linear head, τ = 0.07, step schedule, jitter always on.
+
+    python -m experiments.moco --config=experiments/configs/moco_v1.py
+"""
+
+from experiments.configs import moco
+
+
+def get_config():
+    config = moco.get_config()
+    config.version = "v1"
+    config.temperature = 0.07
+    config.augment.jitter_probability = 1.0
+    return config
