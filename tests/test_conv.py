@@ -1,5 +1,7 @@
 """conv_impl "gemm"/"auto" equal lax.conv_general_dilated (values and gradients) within 1e-5."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 from jax import lax
 
 from visionax.errors import UserError
+from visionax.layers import conv as convmod
 from visionax.layers.conv import (
     CONV_IMPLS,
     conv_general_dilated_for,
@@ -47,6 +50,10 @@ CASES = [
      dict(window_strides=(2, 2), padding="SAME", feature_group_count=3)),
     ("groups2_dil", (9, 9), (3, 3), 4, 4,
      dict(window_strides=(1, 1), padding="VALID", feature_group_count=2, rhs_dilation=(2, 1))),
+    # 16+ input features: the kernel gradient's transposed-patches form
+    ("wide_same_s1", (6, 5), (3, 3), 16, 8, dict(window_strides=(1, 1), padding="SAME")),
+    ("wide_valid_s2_dil", (9, 8), (3, 2), 20, 6,
+     dict(window_strides=(2, 1), padding="VALID", rhs_dilation=(1, 2))),
     ("depthwise", (8, 8), (3, 3), 5, 5,
      dict(window_strides=(1, 1), padding="SAME", feature_group_count=5)),
     ("depthwise_s2", (9, 8), (3, 3), 4, 4,
@@ -97,7 +104,37 @@ def test_gemm_matches_lax_values_and_grads(case):
     _check(conv_general_dilated_gemm, x, w, kd, dimension_numbers=DN, **kw)
 
 
-def test_gemm_under_jit_and_second_order():
+CHUNKED = ["same_s1", "same_s2_odd", "explicit_pad_s2", "lhs_dilation_s2", "groups3_s2",
+           "one_by_one_s2", "rhs_dilation", "wide_same_s1", "wide_valid_s2_dil"]
+
+
+@pytest.mark.parametrize("name", CHUNKED)
+def test_gemm_in_batch_chunks(name, monkeypatch):
+    # patches of one example per chunk: the lax.map / lax.scan paths of every pass
+    monkeypatch.setattr(convmod, "_CHUNK_BYTES", 1)
+    _, spatial, kernel, cin, cout, kw = next(c for c in CASES if c[0] == name)
+    x, w, rng = _inputs(7, spatial, kernel, cin, cout, kw.get("feature_group_count", 1))
+    _check(conv_general_dilated_gemm, x, w, rng, dimension_numbers=DN, **kw)
+
+
+@pytest.mark.parametrize("passes", [("xla", "xla", "gemm"), ("gemm", "xla", "xla"),
+                                    ("xla", "gemm", "xla")])
+@pytest.mark.parametrize("name", ["same_s2_odd", "groups2", "lhs_dilation"])
+def test_mixed_passes(passes, name):
+    _, spatial, kernel, cin, cout, kw = next(c for c in CASES if c[0] == name)
+    x, w, rng = _inputs(8, spatial, kernel, cin, cout, kw.get("feature_group_count", 1))
+    conv = functools.partial(convmod._conv_by_passes, passes)
+    _check(conv, x, w, rng, dimension_numbers=DN, **kw)
+
+
+def test_auto_on_cpu_is_the_tuned_mix():
+    x, w, rng = _inputs(9, (8, 8), (3, 3), 4, 6, 1)
+    kw = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=DN)
+    assert jax.default_backend() == "cpu"
+    _check(conv_general_dilated_for("auto"), x, w, rng, **kw)
+
+
+def test_gemm_grad_under_jit():
     kw = dict(window_strides=(2, 2), padding="SAME", dimension_numbers=DN)
     x, w, kd = _inputs(1, (8, 8), (3, 3), 3, 4, 1)
 

@@ -44,6 +44,18 @@ from visionax.errors import UserError
 
 CONV_IMPLS = ("xla", "gemm", "auto")
 
+# Tuning of "gemm", read at trace time (bench/conv_micro.py compares the choices):
+# patches are built for batch chunks of about this many bytes (0: whole batch at once);
+_CHUNK_BYTES = 16 << 20
+# (forward, input gradient, kernel gradient) of "auto" on the CPU, each "xla" or "gemm";
+_AUTO_CPU_PASSES = ("xla", "xla", "gemm")
+# kernel gradient as (K*C, M) x (O, M)^T from this many input features on;
+_NT_MIN_FEATURES = 16
+# compute the stride-1 input gradient by col2im instead of a transposed convolution;
+_DX_COL2IM_ALWAYS = False
+# False: JAX's own autodiff of patches + dot (keeps every patch matrix alive).
+_USE_CUSTOM_VJP = True
+
 
 class _Cfg(NamedTuple):
     """Static description of one convolution in canonical layout x: (N, *S, C), w: (*K, C/G, O)."""
@@ -63,21 +75,22 @@ def _out_size(size: int, k: int, stride: int, rdil: int) -> int:
     return max(0, (size - eff) // stride + 1) if size >= eff else 0
 
 
-def _padded(x, cfg: _Cfg):
-    """x zero-padded (negative pads crop) and interleaved with zeros for the input dilation."""
-    config = [(0, 0, 0)] + [
-        (lo, hi, d - 1) for (lo, hi), d in zip(cfg.pads, cfg.lhs_dilation)
-    ] + [(0, 0, 0)]
+def _padded(x, cfg: _Cfg, channels_first: bool = False):
+    """x zero-padded (negative pads crop) and interleaved with zeros for the input dilation.
+
+    Layout (N, *S, C), or (C, N, *S) when `channels_first`."""
+    spatial = [(lo, hi, d - 1) for (lo, hi), d in zip(cfg.pads, cfg.lhs_dilation)]
+    config = [(0, 0, 0)] * 2 + spatial if channels_first else [(0, 0, 0)] + spatial + [(0, 0, 0)]
     if all(c == (0, 0, 0) for c in config):
         return x
     return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
-def _taps(x, cfg: _Cfg):
-    """The strided window slices of the padded input, one per kernel tap: list of (N, *O, C)."""
-    xp = _padded(x, cfg)
-    n, c = xp.shape[0], xp.shape[-1]
-    spatial = xp.shape[1:-1]
+def _taps(x, cfg: _Cfg, channels_first: bool = False):
+    """The strided window slices of the padded input, one per kernel tap (row-major kernel order):
+    a list of (N, *O, C), or of (C, N, *O) when `channels_first`."""
+    xp = _padded(x, cfg, channels_first)
+    spatial = xp.shape[2:] if channels_first else xp.shape[1:-1]
     outs = [
         _out_size(s, k, st, r)
         for s, k, st, r in zip(spatial, cfg.kernel, cfg.strides, cfg.rhs_dilation)
@@ -86,9 +99,14 @@ def _taps(x, cfg: _Cfg):
     for offs in itertools.product(*[range(k) for k in cfg.kernel]):
         start = [o * r for o, r in zip(offs, cfg.rhs_dilation)]
         limit = [b + (m - 1) * st + 1 if m > 0 else b for b, m, st in zip(start, outs, cfg.strides)]
-        taps.append(
-            lax.slice(xp, (0, *start, 0), (n, *limit, c), (1, *cfg.strides, 1))
-        )
+        if channels_first:
+            c, n = xp.shape[:2]
+            taps.append(lax.slice(xp, (0, 0, *start), (c, n, *limit), (1, 1, *cfg.strides)))
+        else:
+            n, c = xp.shape[0], xp.shape[-1]
+            taps.append(
+                lax.slice(xp, (0, *start, 0), (n, *limit, c), (1, *cfg.strides, 1))
+            )
     return taps
 
 
@@ -106,13 +124,55 @@ def _dot(a, b, dims, cfg: _Cfg):
     )
 
 
+def _out_spatial(spatial, cfg: _Cfg) -> tuple[int, ...]:
+    return tuple(
+        _out_size((s - 1) * d + 1 + lo + hi if s > 0 else lo + hi, k, st, r)
+        for s, (lo, hi), d, k, st, r in zip(
+            spatial, cfg.pads, cfg.lhs_dilation, cfg.kernel, cfg.strides, cfg.rhs_dilation
+        )
+    )
+
+
+def _batch_chunk(x_shape, itemsize: int, cfg: _Cfg) -> int:
+    """Examples per chunk so that one chunk's patches take about `_CHUNK_BYTES` (divides N).
+
+    Materialising the patches of the whole batch (e.g. 300 MB for 128 CIFAR images at 64
+    features) makes the gemm path memory-bound; a chunk whose patches stay in cache costs
+    little next to its matrix product.
+    """
+    n = x_shape[0]
+    per_example = (
+        math.prod(_out_spatial(x_shape[1:-1], cfg)) * math.prod(cfg.kernel) * x_shape[-1] * itemsize
+    )
+    if _CHUNK_BYTES <= 0 or per_example * n <= _CHUNK_BYTES:
+        return n
+    chunk = max(1, _CHUNK_BYTES // max(per_example, 1))
+    while n % chunk:
+        chunk -= 1
+    return chunk
+
+
+def _map_chunks(fn, chunk: int, *arrays):
+    """fn applied to batch chunks of `arrays` (leading axis), outputs concatenated (lax.map)."""
+    n = arrays[0].shape[0]
+    if chunk >= n:
+        return fn(*arrays)
+    split = tuple(a.reshape(n // chunk, chunk, *a.shape[1:]) for a in arrays)
+    out = lax.map(lambda args: fn(*args), split)
+    return out.reshape(n, *out.shape[2:])
+
+
 def _gemm_forward(x, w, cfg: _Cfg):
-    """Patches + one matrix product per group (batched over groups)."""
-    p = _patches(x, cfg)
+    """Patches + one matrix product per group (batched over groups), in batch chunks."""
+    chunk = _batch_chunk(x.shape, x.dtype.itemsize, cfg)
+    return _map_chunks(lambda xc: _gemm_from_patches(_patches(xc, cfg), w, cfg), chunk, x)
+
+
+def _gemm_from_patches(p, w, cfg: _Cfg):
     lead = p.shape[:-2]
     m = math.prod(lead)
     k = p.shape[-2]
-    c = x.shape[-1]
+    c = p.shape[-1]
     o = w.shape[-1]
     g = cfg.groups
     if g == 1:
@@ -127,6 +187,75 @@ def _gemm_forward(x, w, cfg: _Cfg):
         )  # (G, M, Og)
         y = jnp.transpose(y, (1, 0, 2)).reshape(m, o)
     return y.reshape(*lead, o)
+
+
+def _gemm_kernel_grad(x, dy, w_shape, cfg: _Cfg):
+    """dW = patches^T @ dy (per group), accumulated over batch chunks."""
+    g = cfg.groups
+    c, o = x.shape[-1], dy.shape[-1]
+    cg, og = c // g, o // g
+    k = math.prod(cfg.kernel)
+
+    def chunk_grad(xc, dyc):
+        m = math.prod(dyc.shape[:-1])
+        if g == 1 and c >= _NT_MIN_FEATURES:
+            # Transposed patches (K*C, M) against dy^T (O, M), both contracted on their minor
+            # axis: XLA's CPU dot runs this form at 2-3x the speed of patches^T @ dy (the
+            # transposes cost more than they save for a few input features, e.g. an RGB stem).
+            xt = jnp.moveaxis(xc, -1, 0)
+            pt = jnp.stack(_taps(xt, cfg, channels_first=True), axis=0).reshape(k * c, m)
+            dyt = jnp.moveaxis(dyc, -1, 0).reshape(o, m)
+            return _dot(pt, dyt, (((1,), (1,)), ((), ())), cfg)  # (K*C, O)
+        p = _patches(xc, cfg).reshape(m, k, g, cg)
+        d = dyc.reshape(m, o)
+        if g == 1:
+            return _dot(p.reshape(m, k * c), d, (((0,), (0,)), ((), ())), cfg)  # (K*C, O)
+        dw = _dot(p, d.reshape(m, g, og), (((0,), (0,)), ((2,), (1,))), cfg)  # (G, K, Cg, Og)
+        return jnp.transpose(dw, (1, 2, 0, 3))
+
+    n = x.shape[0]
+    chunk = _batch_chunk(x.shape, x.dtype.itemsize, cfg)
+    if chunk >= n:
+        dw = chunk_grad(x, dy)
+    else:
+        xs = x.reshape(n // chunk, chunk, *x.shape[1:])
+        dys = dy.reshape(n // chunk, chunk, *dy.shape[1:])
+        acc_shape = jax.eval_shape(chunk_grad, xs[0], dys[0])
+        dw, _ = lax.scan(
+            lambda acc, a: (acc + chunk_grad(*a), None),
+            jnp.zeros(acc_shape.shape, acc_shape.dtype),
+            (xs, dys),
+        )
+    return dw.reshape(w_shape)
+
+
+def _gemm_input_grad(x_shape, x_dtype, w, dy, cfg: _Cfg):
+    """dx: for unit strides a transposed convolution as patches + dot, else dy @ w^T + col2im."""
+    g = cfg.groups
+    c, o = x_shape[-1], w.shape[-1]
+    cg, og = c // g, o // g
+    k = math.prod(cfg.kernel)
+    unit = all(s == 1 for s in cfg.strides) and all(d == 1 for d in cfg.lhs_dilation)
+    if unit and k > 1 and not _DX_COL2IM_ALWAYS:
+        return _gemm_forward(dy.astype(w.dtype), _transposed_kernel(w, cfg), _transposed_cfg(cfg))
+
+    def chunk_grad(dyc):
+        m = math.prod(dyc.shape[:-1])
+        d = dyc.reshape(m, o)
+        if g == 1:
+            dp = _dot(d, w.reshape(k * c, o), (((1,), (1,)), ((), ())), cfg)  # (M, K*C)
+        else:
+            dp = _dot(
+                d.reshape(m, g, og), w.reshape(k, cg, g, og), (((2,), (3,)), ((1,), (2,))), cfg
+            )  # (G, M, K, Cg)
+            dp = jnp.transpose(dp, (1, 2, 0, 3))
+        dp = dp.reshape(*dyc.shape[:-1], k, c).astype(x_dtype)
+        primal = jax.ShapeDtypeStruct((dyc.shape[0], *x_shape[1:]), x_dtype)
+        (dxc,) = jax.linear_transpose(lambda v: _patches(v, cfg), primal)(dp)
+        return dxc
+
+    chunk = _batch_chunk(x_shape, jnp.dtype(x_dtype).itemsize, cfg)
+    return _map_chunks(chunk_grad, chunk, dy)
 
 
 def _depthwise(x, w, cfg: _Cfg):
@@ -164,59 +293,60 @@ def _transposed_kernel(w, cfg: _Cfg):
     return lax.rev(wt, tuple(range(nk)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _gemm_conv(x, w, cfg: _Cfg):
-    return _gemm_forward(x, w, cfg)
-
-
-def _gemm_conv_fwd(x, w, cfg: _Cfg):
-    return _gemm_forward(x, w, cfg), (x, w)
-
-
-def _gemm_conv_bwd(cfg: _Cfg, res, dy):
-    x, w = res
+def _xla_conv(x, w, cfg: _Cfg):
+    """lax.conv_general_dilated in the canonical layout."""
     nsp = len(cfg.kernel)
-    g = cfg.groups
-    c, o = x.shape[-1], w.shape[-1]
-    cg, og = c // g, o // g
-    k = math.prod(cfg.kernel)
-    m = math.prod(dy.shape[:-1])
-    dy2 = dy.reshape(m, o)
-    # cotangents are produced in the primal dtypes; accumulate in the dot's natural type
+    spatial = "DHW"[-nsp:] if nsp <= 3 else None
+    dn = (
+        ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+        if spatial
+        else lax.ConvDimensionNumbers(
+            (0, nsp + 1, *range(1, nsp + 1)),
+            (nsp + 1, nsp, *range(nsp)),
+            (0, nsp + 1, *range(1, nsp + 1)),
+        )
+    )
+    return lax.conv_general_dilated(
+        x, w, cfg.strides, cfg.pads, cfg.lhs_dilation, cfg.rhs_dilation, dn, cfg.groups,
+        precision=cfg.precision, preferred_element_type=cfg.preferred_element_type,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _gemm_conv(x, w, cfg: _Cfg, passes: tuple[str, str, str]):
+    return _forward(x, w, cfg, passes[0])
+
+
+def _forward(x, w, cfg: _Cfg, impl: str):
+    return _xla_conv(x, w, cfg) if impl == "xla" else _gemm_forward(x, w, cfg)
+
+
+def _gemm_conv_fwd(x, w, cfg: _Cfg, passes):
+    return _forward(x, w, cfg, passes[0]), (x, w)
+
+
+def _gemm_conv_bwd(cfg: _Cfg, passes, res, dy):
+    x, w = res
+    # cotangents come back in the primal dtypes
     bcfg = cfg._replace(preferred_element_type=None)
-
-    # Kernel gradient: patches^T @ dy, patches recomputed (cheap next to keeping them alive).
-    p = _patches(x, cfg).reshape(m, k, g, cg)
-    if g == 1:
-        dw = _dot(p.reshape(m, k * c), dy2, (((0,), (0,)), ((), ())), bcfg)  # (K*C, O)
+    dy = dy.astype(jnp.result_type(x.dtype, w.dtype))
+    _, dx_impl, dw_impl = passes
+    if dx_impl == "xla":
+        (dx,) = jax.vjp(lambda v: _xla_conv(v, w, bcfg), x)[1](dy)
     else:
-        dw = _dot(p, dy2.reshape(m, g, og), (((0,), (0,)), ((2,), (1,))), bcfg)  # (G,K,Cg,Og)
-        dw = jnp.transpose(dw, (1, 2, 0, 3))
-    dw = dw.reshape(w.shape).astype(w.dtype)
-
-    # Input gradient.
-    unit = all(s == 1 for s in cfg.strides) and all(d == 1 for d in cfg.lhs_dilation)
-    if unit and k > 1:
-        tcfg = _transposed_cfg(bcfg)
-        dx = _gemm_forward(dy.astype(w.dtype), _transposed_kernel(w, cfg), tcfg)
+        dx = _gemm_input_grad(x.shape, x.dtype, w, dy, bcfg)
+    if dw_impl == "xla":
+        (dw,) = jax.vjp(lambda v: _xla_conv(x, v, bcfg), w)[1](dy)
     else:
-        if g == 1:
-            dp = _dot(dy2, w.reshape(k * c, o), (((1,), (1,)), ((), ())), bcfg)  # (M, K*C)
-        else:
-            dp = _dot(
-                dy2.reshape(m, g, og), w.reshape(k, cg, g, og), (((2,), (3,)), ((1,), (2,))), bcfg
-            )  # (G, M, K, Cg)
-            dp = jnp.transpose(dp, (1, 2, 0, 3))
-        dp = dp.reshape(*dy.shape[:-1], k, c).astype(x.dtype)
-        (dx,) = jax.linear_transpose(lambda v: _patches(v, cfg), x)(dp)
-    del nsp
-    return dx.astype(x.dtype), dw
+        dw = _gemm_kernel_grad(x, dy, w.shape, bcfg)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 _gemm_conv.defvjp(_gemm_conv_fwd, _gemm_conv_bwd)
 
 
-def conv_general_dilated_gemm(
+def _conv_by_passes(
+    passes: tuple[str, str, str],
     lhs,
     rhs,
     window_strides,
@@ -230,7 +360,8 @@ def conv_general_dilated_gemm(
     preferred_element_type=None,
     out_sharding=None,
 ):
-    """`lax.conv_general_dilated` computed as patches + matrix products (see module docstring)."""
+    """`lax.conv_general_dilated` whose (forward, input gradient, kernel gradient) are each
+    computed by "gemm" or "xla" as `passes` says."""
     nsp = lhs.ndim - 2
     lhs_dilation = tuple(lhs_dilation) if lhs_dilation is not None else (1,) * nsp
     rhs_dilation = tuple(rhs_dilation) if rhs_dilation is not None else (1,) * nsp
@@ -270,10 +401,10 @@ def conv_general_dilated_gemm(
         kernel, strides, pads, lhs_dilation, rhs_dilation, g,
         tuple(precision) if isinstance(precision, list) else precision, preferred_element_type,
     )
-    if g > 1 and w.shape[-2] == 1:
+    if g > 1 and w.shape[-2] == 1 and passes != ("xla",) * 3:
         y = _depthwise(x, w, cfg)
     else:
-        y = _gemm_conv(x, w, cfg)
+        y = _gemm_conv(x, w, cfg, passes) if _USE_CUSTOM_VJP else _gemm_forward(x, w, cfg)
     # canonical axis j of y goes to output axis out_spec[...]
     canon_to_out = [out_spec[0], *out_spec[2:], out_spec[1]]
     perm = [0] * y.ndim
@@ -282,10 +413,15 @@ def conv_general_dilated_gemm(
     return jnp.transpose(y, perm)
 
 
+def conv_general_dilated_gemm(lhs, rhs, *args, **kwargs):
+    """`lax.conv_general_dilated` computed as patches + matrix products (see module docstring)."""
+    return _conv_by_passes(("gemm", "gemm", "gemm"), lhs, rhs, *args, **kwargs)
+
+
 def conv_general_dilated_auto(lhs, rhs, *args, **kwargs):
-    """``"gemm"`` on the CPU backend (XLA's CPU convolution gradient is slow), else XLA's."""
+    """On the CPU backend the fastest pass of each kind (`_AUTO_CPU_PASSES`), elsewhere XLA's."""
     if jax.default_backend() == "cpu":
-        return conv_general_dilated_gemm(lhs, rhs, *args, **kwargs)
+        return _conv_by_passes(_AUTO_CPU_PASSES, lhs, rhs, *args, **kwargs)
     return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
 
 

@@ -1,0 +1,137 @@
+"""Convolution micro-benchmark: the conv layers of a ResNet-18 (CIFAR stem), forward + backward.
+
+    python -m bench.conv_micro [--batch 128] [--reps 3] [--variants xla,gemm,...]
+
+Variants: xla, gemm, auto, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
+gemm_autodiff, and per-pass mixes x_x_g / g_x_g / x_g_g (forward, input grad, kernel grad).
+Each distinct layer is timed on its own (value, input gradient and kernel gradient; the stem
+needs no input gradient) and weighted by how often it occurs in ResNet-18, so the total is the
+convolution time of one training step. Variants of "gemm" toggle its backward strategy
+(see src/visionax/layers/conv.py). Prints ms per layer, the total, images/s of the conv stack
+alone, and achieved FLOP/s as a fraction of a matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from bench.common import matmul_peak
+from visionax.layers import conv as convmod
+
+# (name, H, Cin, Cout, k, stride, count in ResNet-18 CIFAR)
+LAYERS = [
+    ("stem 3x3 3>64 @32", 32, 3, 64, 3, 1, 1),
+    ("3x3 64>64 @32", 32, 64, 64, 3, 1, 4),
+    ("3x3/2 64>128 @32", 32, 64, 128, 3, 2, 1),
+    ("1x1/2 64>128 @32", 32, 64, 128, 1, 2, 1),
+    ("3x3 128>128 @16", 16, 128, 128, 3, 1, 3),
+    ("3x3/2 128>256 @16", 16, 128, 256, 3, 2, 1),
+    ("1x1/2 128>256 @16", 16, 128, 256, 1, 2, 1),
+    ("3x3 256>256 @8", 8, 256, 256, 3, 1, 3),
+    ("3x3/2 256>512 @8", 8, 256, 512, 3, 2, 1),
+    ("1x1/2 256>512 @8", 8, 256, 512, 1, 2, 1),
+    ("3x3 512>512 @4", 4, 512, 512, 3, 1, 3),
+]
+
+G, X = "gemm", "xla"
+# name -> ((forward, input gradient, kernel gradient) implementations, module knobs)
+VARIANTS = {
+    "xla": ((X, X, X), {}),
+    "gemm": ((G, G, G), {}),
+    "auto": (None, {}),  # whatever conv_impl="auto" is on this backend
+    "gemm_unchunked": ((G, G, G), {"_CHUNK_BYTES": 0}),
+    "gemm_chunk1M": ((G, G, G), {"_CHUNK_BYTES": 1 << 20}),
+    "gemm_chunk8M": ((G, G, G), {"_CHUNK_BYTES": 8 << 20}),
+    "gemm_chunk16M": ((G, G, G), {"_CHUNK_BYTES": 16 << 20}),
+    "gemm_chunk32M": ((G, G, G), {"_CHUNK_BYTES": 32 << 20}),
+    "gemm_chunk64M": ((G, G, G), {"_CHUNK_BYTES": 64 << 20}),
+    "gemm_col2im": ((G, G, G), {"_DX_COL2IM_ALWAYS": True}),
+    "gemm_autodiff": ((G, G, G), {"_USE_CUSTOM_VJP": False}),
+    "x_x_g": ((X, X, G), {}),
+    "x_x_g_16M": ((X, X, G), {"_CHUNK_BYTES": 16 << 20}),
+    "g_x_g_16M": ((G, X, G), {"_CHUNK_BYTES": 16 << 20}),
+    "g_x_g": ((G, X, G), {}),
+    "x_g_g": ((X, G, G), {}),
+}
+DEFAULTS = {"_CHUNK_BYTES": convmod._CHUNK_BYTES, "_DX_COL2IM_ALWAYS": False,
+            "_USE_CUSTOM_VJP": True}
+
+
+def layer_fn(passes, stride, pad, need_dx):
+    if passes is None:
+        conv = convmod.conv_general_dilated_for("auto")
+    elif passes == (X, X, X):
+        conv = lax.conv_general_dilated
+    else:
+        conv = functools.partial(convmod._conv_by_passes, passes)
+    kw = dict(window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def f(x, w, dy):
+        if need_dx:
+            y, vjp = jax.vjp(lambda x, w: conv(x, w, **kw), x, w)
+            return (y, *vjp(dy))
+        y, vjp = jax.vjp(lambda w: conv(x, w, **kw), w)
+        return (y, *vjp(dy))
+
+    return jax.jit(f)
+
+
+def time_fn(f, args, reps):
+    jax.block_until_ready(f(*args))  # compile + warm up
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--variants", default="xla,gemm,auto")
+    args = ap.parse_args(argv)
+    names = args.variants.split(",")
+    peak = matmul_peak()
+    print(f"backend {jax.default_backend()}, batch {args.batch}, matmul peak {peak / 1e9:.0f} GFLOP/s")
+    rng = np.random.default_rng(0)
+    totals = {n: 0.0 for n in names}
+    flops_total = 0.0
+    print(f"{'layer':22s} {'x':>3s} " + " ".join(f"{n:>18s}" for n in names) + "  (ms, fwd+bwd)")
+    for lname, h, cin, cout, k, s, count in LAYERS:
+        x = jnp.asarray(rng.standard_normal((args.batch, h, h, cin), dtype=np.float32))
+        w = jnp.asarray(rng.standard_normal((k, k, cin, cout), dtype=np.float32) * 0.05)
+        ho = h // s
+        dy = jnp.asarray(rng.standard_normal((args.batch, ho, ho, cout), dtype=np.float32))
+        need_dx = not lname.startswith("stem")
+        macs = args.batch * ho * ho * cout * k * k * cin
+        flops_total += count * 2 * macs * (3 if need_dx else 2)
+        row = []
+        for n in names:
+            passes, knobs = VARIANTS[n]
+            for key, val in {**DEFAULTS, **knobs}.items():
+                setattr(convmod, key, val)
+            dt = time_fn(layer_fn(passes, s, k // 2, need_dx), (x, w, dy), args.reps)
+            totals[n] += count * dt
+            row.append(dt)
+        for key, val in DEFAULTS.items():
+            setattr(convmod, key, val)
+        print(f"{lname:22s} {count:3d} " + " ".join(f"{1e3 * t:18.1f}" for t in row), flush=True)
+    print(f"{'total (weighted)':26s} " + " ".join(f"{1e3 * totals[n]:18.1f}" for n in names))
+    print(f"{'images/s (convs only)':26s} " + " ".join(f"{args.batch / totals[n]:18.1f}" for n in names))
+    print(f"{'fraction of matmul peak':26s} "
+          + " ".join(f"{flops_total / totals[n] / peak:18.2f}" for n in names))
+    print(f"conv FLOPs per step (fwd+bwd): {flops_total / 1e9:.1f} GFLOP")
+
+
+if __name__ == "__main__":
+    main()
