@@ -34,17 +34,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.common import matmul_peak
-from bench.model_costs import jaxpr_macs
-from visionax import optim
-from visionax.data.augment import ViewSettings
-from visionax.losses import nt_xent
-from visionax.models import get_model
-from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
-from visionax.ssl import simclr
-from visionax.ssl.heads import ContrastiveModel, ProjectionHead
-from visionax.train import supervised
-from visionax.train.state import TrainState
+from bench.common import light_data_package, matmul_peak
+
+light_data_package()
+
+from bench.model_costs import jaxpr_macs  # noqa: E402  (after light_data_package)
+from visionax import optim  # noqa: E402
+from visionax.data.augment import ViewSettings  # noqa: E402
+from visionax.losses import nt_xent  # noqa: E402
+from visionax.models import get_model  # noqa: E402
+from visionax.parallel import DATA_AXIS, DataParallel, make_mesh  # noqa: E402
+from visionax.ssl import simclr  # noqa: E402
+from visionax.ssl.heads import ContrastiveModel, ProjectionHead  # noqa: E402
+from visionax.train import supervised  # noqa: E402
+from visionax.train.state import TrainState  # noqa: E402
 
 TEMPERATURE = 0.2
 IMAGE = (32, 32, 3)
@@ -102,7 +105,8 @@ class JaxRunner:
         return metrics["loss"]
 
 
-def build_jax(which: str, impl: str, batch_size: int, dtype, parallel: DataParallel, rng):
+def build_jax(which: str, impl: str, batch_size: int, dtype, parallel: DataParallel, rng,
+              simclr_variants: str = "both"):
     """[(runner, images per step)] for `which` with conv_impl `impl`; and forward MACs per image."""
     images = rng.integers(0, 256, (batch_size, *IMAGE), dtype=np.uint8)
     key = jax.random.key(0)
@@ -120,15 +124,19 @@ def build_jax(which: str, impl: str, batch_size: int, dtype, parallel: DataParal
     tx = optim.lars(0.3, momentum=0.9, weight_decay=1e-6)
     state = simclr.create_train_state(key, model, tx, IMAGE)
     settings = ViewSettings(output_size=IMAGE[:2])
-    full = JaxRunner(f"visionax {impl} (views on device)",
-                     functools.partial(simclr.train_step, temperature=TEMPERATURE,
-                                       view_settings=settings),
-                     state, {"image": images}, parallel)
-    views = {"view1": rng.random((batch_size, *IMAGE), dtype=np.float32),
-             "view2": rng.random((batch_size, *IMAGE), dtype=np.float32)}
-    ready = JaxRunner(f"visionax {impl} (ready views)", views_step, state, views, parallel)
+    runners = []
+    if simclr_variants in ("ready", "both"):
+        views = {"view1": rng.random((batch_size, *IMAGE), dtype=np.float32),
+                 "view2": rng.random((batch_size, *IMAGE), dtype=np.float32)}
+        runners.append((JaxRunner(f"visionax {impl} (ready views)", views_step, state, views,
+                                  parallel), 2 * batch_size))
+    if simclr_variants in ("full", "both"):
+        runners.append((JaxRunner(f"visionax {impl} (views on device)",
+                                  functools.partial(simclr.train_step, temperature=TEMPERATURE,
+                                                    view_settings=settings),
+                                  state, {"image": images}, parallel), 2 * batch_size))
     macs = forward_macs_per_image(simclr_model("xla", jnp.float32), state.variables)
-    return [(ready, 2 * batch_size), (full, 2 * batch_size)], macs
+    return runners, macs
 
 
 class TorchRunner:
@@ -163,7 +171,8 @@ def run(which, args, peak, parallel, dtype):
     rng = np.random.default_rng(0)
     contestants, macs = [], None
     for impl in args.impls.split(","):
-        built, macs = build_jax(which, impl, args.batch, dtype, parallel, rng)
+        built, macs = build_jax(which, impl, args.batch, dtype, parallel, rng,
+                                args.simclr_variants)
         contestants += built
         for runner, _ in built:
             mem = runner.memory
@@ -201,6 +210,10 @@ def run(which, args, peak, parallel, dtype):
         flops = flops_per_image * rate
         print(f"  {runner.name:44s} {best:7.3f} {mean:7.3f} {rate:9.1f} {ratio} "
               f"{flops / 1e9:8.1f} {flops / peak:7.2f}")
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        print(f"  device memory: peak {stats['peak_bytes_in_use'] / 2**30:.2f} GiB in use "
+              f"(of {stats.get('bytes_limit', 0) / 2**30:.0f} GiB)")
     return times
 
 
@@ -212,6 +225,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--impls", default="auto", help="conv_impl values to time, comma-separated")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--simclr-variants", default="both", choices=("ready", "full", "both"),
+                    help="SimCLR steps to time: on ready views, with views made on the device")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--torch-layouts", default="cl", choices=("cl", "nchw", "both"))
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: all cores)")
@@ -219,7 +234,7 @@ def main(argv=None):
     dtype = jnp.dtype(args.dtype)
     device = jax.devices()[0]
     parallel = DataParallel(make_mesh([device]))
-    peak = matmul_peak(4096 if device.platform == "gpu" else 2048, dtype=dtype)
+    peak = matmul_peak(8192 if device.platform == "gpu" else 2048, reps=10, dtype=dtype)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {device.device_kind} "
           f"({device.platform}), jax {jax.__version__}; {args.dtype} jnp.dot peak "
           f"{peak / 1e9:.0f} GFLOP/s; batch {args.batch}")

@@ -127,11 +127,18 @@ def test_mixed_passes(passes, name):
     _check(conv, x, w, rng, dimension_numbers=DN, **kw)
 
 
-def test_auto_on_cpu_is_the_tuned_mix():
-    x, w, rng = _inputs(9, (8, 8), (3, 3), 4, 6, 1)
-    kw = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=DN)
+@pytest.mark.parametrize("cin,cout,stride", [(4, 6, 1), (128, 128, 1), (128, 130, 2)])
+def test_auto_on_cpu_is_the_tuned_mix(cin, cout, stride):
+    # narrow, wide (XLA forward + input gradient, gemm kernel gradient) and strided layers
+    x, w, rng = _inputs(9, (5, 5), (3, 3), cin, cout, 1)
+    x, w = x * 0.25, w * 0.25
+    kw = dict(window_strides=(stride, stride), padding="SAME", dimension_numbers=DN)
     assert jax.default_backend() == "cpu"
     _check(conv_general_dilated_for("auto"), x, w, rng, **kw)
+    passes = convmod._auto_cpu_passes(
+        convmod._Cfg((3, 3), (stride,) * 2, ((1, 1),) * 2, (1, 1), (1, 1), 1, None, None), cin, cout)
+    assert passes == (("xla", "xla", "gemm") if min(cin, cout) >= 128 and stride == 1
+                      else ("gemm",) * 3)
 
 
 def test_gemm_grad_under_jit():

@@ -20,8 +20,10 @@ as its `conv_general_dilated` attribute:
   Depthwise convolutions (one input feature per group) are a multiply-accumulate over the kernel
   taps instead: a matrix product with a contraction of length ``prod(kernel_size)`` would waste
   the matmul unit, while the elementwise form fuses into one loop without materialising patches.
-* ``"auto"`` -- ``"gemm"`` on the CPU backend, ``"xla"`` elsewhere (decided at trace time from the
-  default backend).
+* ``"auto"`` -- elsewhere than on the CPU, ``"xla"``; on the CPU backend, per convolution and per
+  pass, whichever measured faster there (`_auto_cpu_passes`): XLA's forward convolution and
+  stride-1 input gradient for 3x3-like stride-1 kernels with >= 128 features a side, gemm for
+  everything else and for every kernel gradient. Decided at trace time from the default backend.
 
 All three give the same values and gradients (tests/test_conv.py checks them against
 `lax.conv_general_dilated` to 1e-5 for strides, SAME/VALID/explicit padding, input and kernel
@@ -47,8 +49,9 @@ CONV_IMPLS = ("xla", "gemm", "auto")
 # Tuning of "gemm", read at trace time (bench/conv_micro.py compares the choices):
 # patches are built for batch chunks of about this many bytes (0: whole batch at once);
 _CHUNK_BYTES = 16 << 20
-# (forward, input gradient, kernel gradient) of "auto" on the CPU, each "xla" or "gemm";
-_AUTO_CPU_PASSES = ("xla", "xla", "gemm")
+# "auto" on the CPU uses XLA's forward convolution for stride-1 kernels with at least this many
+# input and output features per group (see _auto_cpu_passes);
+_AUTO_XLA_MIN_FEATURES = 128
 # kernel gradient as (K*C, M) x (O, M)^T from this many input features on;
 _NT_MIN_FEATURES = 16
 # compute the stride-1 input gradient by col2im instead of a transposed convolution;
@@ -118,10 +121,24 @@ def _patches(x, cfg: _Cfg):
     return jnp.stack(taps, axis=-2)
 
 
+def _accumulation(a, b, cfg: _Cfg):
+    """(dtype the product is accumulated in, dtype it is returned in).
+
+    16-bit floats are accumulated in float32 and rounded once at the end: more accurate than a
+    16-bit result type, and on CPUs with AMX/AVX512-BF16 XLA's dot is several times faster with
+    a float32 accumulator than without (bf16 x bf16 -> f32 runs on the matrix unit)."""
+    if cfg.preferred_element_type is not None:
+        return cfg.preferred_element_type, cfg.preferred_element_type
+    out = jnp.result_type(a.dtype, b.dtype)
+    if jnp.issubdtype(out, jnp.floating) and jnp.finfo(out).bits < 32:
+        return jnp.dtype(jnp.float32), out
+    return None, out
+
+
 def _dot(a, b, dims, cfg: _Cfg):
-    return lax.dot_general(
-        a, b, dims, precision=cfg.precision, preferred_element_type=cfg.preferred_element_type
-    )
+    acc, out = _accumulation(a, b, cfg)
+    y = lax.dot_general(a, b, dims, precision=cfg.precision, preferred_element_type=acc)
+    return y.astype(out)
 
 
 def _out_spatial(spatial, cfg: _Cfg) -> tuple[int, ...]:
@@ -306,10 +323,12 @@ def _xla_conv(x, w, cfg: _Cfg):
             (0, nsp + 1, *range(1, nsp + 1)),
         )
     )
-    return lax.conv_general_dilated(
+    acc, out = _accumulation(x, w, cfg)
+    y = lax.conv_general_dilated(
         x, w, cfg.strides, cfg.pads, cfg.lhs_dilation, cfg.rhs_dilation, dn, cfg.groups,
-        precision=cfg.precision, preferred_element_type=cfg.preferred_element_type,
+        precision=cfg.precision, preferred_element_type=acc,
     )
+    return y.astype(out)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -346,7 +365,7 @@ _gemm_conv.defvjp(_gemm_conv_fwd, _gemm_conv_bwd)
 
 
 def _conv_by_passes(
-    passes: tuple[str, str, str],
+    passes: tuple[str, str, str] | str,
     lhs,
     rhs,
     window_strides,
@@ -361,7 +380,7 @@ def _conv_by_passes(
     out_sharding=None,
 ):
     """`lax.conv_general_dilated` whose (forward, input gradient, kernel gradient) are each
-    computed by "gemm" or "xla" as `passes` says."""
+    computed by "gemm" or "xla" as `passes` says ("auto-cpu": `_auto_cpu_passes` decides)."""
     nsp = lhs.ndim - 2
     lhs_dilation = tuple(lhs_dilation) if lhs_dilation is not None else (1,) * nsp
     rhs_dilation = tuple(rhs_dilation) if rhs_dilation is not None else (1,) * nsp
@@ -401,6 +420,8 @@ def _conv_by_passes(
         kernel, strides, pads, lhs_dilation, rhs_dilation, g,
         tuple(precision) if isinstance(precision, list) else precision, preferred_element_type,
     )
+    if passes == "auto-cpu":
+        passes = _auto_cpu_passes(cfg, c, o)
     if g > 1 and w.shape[-2] == 1 and passes != ("xla",) * 3:
         y = _depthwise(x, w, cfg)
     else:
@@ -418,10 +439,28 @@ def conv_general_dilated_gemm(lhs, rhs, *args, **kwargs):
     return _conv_by_passes(("gemm", "gemm", "gemm"), lhs, rhs, *args, **kwargs)
 
 
+def _auto_cpu_passes(cfg: _Cfg, c: int, o: int) -> tuple[str, str, str]:
+    """The fastest (forward, input gradient, kernel gradient) on the CPU for this convolution.
+
+    Measured with bench/conv_micro.py on the ResNet-18 layers (2-core AVX-512 Xeon, batch 128):
+    XLA's forward convolution, and the stride-1 input gradient (itself a forward convolution),
+    run near the matmul peak when both sides have >= 128 features per group and the kernel is
+    larger than 1x1; with 64 features, a stride or a 1x1 kernel, patches + dot are faster. XLA's
+    kernel gradient is 1.1-3x slower than the gemm one for every layer, so that is always gemm.
+    """
+    wide = (
+        min(c, o) // cfg.groups >= _AUTO_XLA_MIN_FEATURES
+        and math.prod(cfg.kernel) > 1
+        and all(s == 1 for s in cfg.strides)
+        and all(d == 1 for d in cfg.lhs_dilation)
+    )
+    return ("xla", "xla", "gemm") if wide else ("gemm", "gemm", "gemm")
+
+
 def conv_general_dilated_auto(lhs, rhs, *args, **kwargs):
-    """On the CPU backend the fastest pass of each kind (`_AUTO_CPU_PASSES`), elsewhere XLA's."""
+    """On the CPU backend the fastest pass of each kind (`_auto_cpu_passes`), elsewhere XLA's."""
     if jax.default_backend() == "cpu":
-        return _conv_by_passes(_AUTO_CPU_PASSES, lhs, rhs, *args, **kwargs)
+        return _conv_by_passes("auto-cpu", lhs, rhs, *args, **kwargs)
     return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
 
 
