@@ -1,13 +1,14 @@
 """Parameters and multiply-accumulates per image of every model in the zoo, at its standard resolution.
 
-    python -m bench.model_costs                 # all models, a Markdown table
+    python -m bench.model_costs                 # the lecture's models, a Markdown table
     python -m bench.model_costs resnet50 vgg16  # some
 
 Nothing is allocated or run: parameters are counted with `jax.eval_shape`, and MACs from the traced
 forward pass (`jax.make_jaxpr` on abstract inputs), adding up every convolution and matrix product:
 `output elements × kernel elements per output` (what torchvision, fvcore and the papers count; BatchNorm,
 activations and pooling are left out). The "XLA" column is half of XLA's own FLOP estimate of the
-lowered (not compiled) forward pass, which also counts the element-wise operations.
+lowered (not compiled) forward pass: it also counts the element-wise operations but skips the taps of
+a convolution that fall on padding, so it lands a few percent either side.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from visionax.models import MODEL_NAMES, get_model, input_size
+from visionax.models import get_model, input_size
 
 # Published GMACs per image at the standard resolution, and where they come from.
 PUBLISHED = {
@@ -41,7 +42,7 @@ PUBLISHED = {
     "mobilenet_v2": (0.301, "torchvision"),
     "efficientnet_b0": (0.386, "torchvision"),
     "efficientnet_b1": (0.687, "torchvision"),
-    "efficientnet_b2": (1.088, "torchvision"),
+    "efficientnet_b2": (1.0, "EfficientNet paper Table 2 (torchvision's 1.088 is at its 288 crop)"),
     "efficientnet_b3": (1.827, "torchvision"),
     "efficientnet_b4": (4.394, "torchvision"),
     "efficientnet_b5": (10.266, "torchvision"),
@@ -57,9 +58,9 @@ PARAMS_SOURCE = {
 }
 
 
-def _abstract(name: str, **options):
+def _abstract(name: str, resolution: int | None = None, **options):
     model = get_model(name, **options)
-    size = input_size(name)
+    size = resolution or input_size(name)
     images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
     return model, variables, images
@@ -98,9 +99,10 @@ def jaxpr_macs(jaxpr) -> int:
     return total
 
 
-def forward_macs(name: str, **options) -> int:
-    """MACs of one forward pass (inference mode) of one image at the model's standard resolution."""
-    model, variables, images = _abstract(name, **options)
+def forward_macs(name: str, resolution: int | None = None, **options) -> int:
+    """MACs of one forward pass (inference mode) of one image, at the model's standard resolution
+    unless `resolution` is given."""
+    model, variables, images = _abstract(name, resolution, **options)
     closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, images)
     return jaxpr_macs(closed.jaxpr)
 
@@ -116,15 +118,17 @@ def xla_macs(name: str, **options) -> float:
 
 
 def main(names) -> None:
-    print("| model | input | params | GMACs | GMACs (XLA) | published GMACs | source |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| model | input | params | weights (MB, f32) | GMACs | GMACs (XLA) | published GMACs "
+          "| source |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name in names:
         published, source = PUBLISHED.get(name, (None, ""))
-        params_source = PARAMS_SOURCE.get(name, "torchvision")
-        print(f"| {name} | {input_size(name)} | {param_count(name):,} | {forward_macs(name) / 1e9:.3f} "
-              f"| {xla_macs(name) / 1e9:.3f} | {'—' if published is None else published} "
-              f"| params: {params_source}; GMACs: {source} |", flush=True)
+        params = param_count(name)
+        print(f"| {name} | {input_size(name)} | {params:,} | {params * 4 / 1e6:.0f} "
+              f"| {forward_macs(name) / 1e9:.3f} | {xla_macs(name) / 1e9:.3f} "
+              f"| {'—' if published is None else published} "
+              f"| params: {PARAMS_SOURCE.get(name, 'torchvision')}; GMACs: {source} |", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or MODEL_NAMES)
+    main(sys.argv[1:] or list(PUBLISHED))

@@ -1,5 +1,7 @@
 """ResNet family: exact parameter counts, the encoder/CIFAR options, values against NumPy, synced BN."""
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def test_encoder_returns_pooled_features(name, features):
         x = jnp.ones((2, 32, 32, 3))
         variables = random_variables(model, x)
         assert "head" not in variables["params"]
-        out = model.apply(variables, x, train=False)
+        out = jax.jit(model.apply)(variables, x)
         assert out.shape == (2, features) and out.dtype == jnp.float32
 
 
@@ -40,8 +42,8 @@ def test_cifar_stem_keeps_resolution_and_imagenet_stem_divides_by_four():
         model = get_model("resnet18", num_classes=10, width=8, cifar_stem=cifar_stem)
         variables = random_variables(model, x)
         assert variables["params"]["conv1"]["kernel"].shape == ((3, 3, 3, 8) if cifar_stem else (7, 7, 3, 8))
-        logits, state = model.apply(variables, x, train=False, capture_intermediates=True,
-                                    mutable=["intermediates"])
+        logits, state = jax.jit(functools.partial(
+            model.apply, capture_intermediates=True, mutable=["intermediates"]))(variables, x)
         assert logits.shape == (2, 10)
         layer1 = state["intermediates"]["layer1_0"]["__call__"][0]
         layer4 = state["intermediates"]["layer4_1"]["__call__"][0]

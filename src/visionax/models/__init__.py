@@ -23,7 +23,7 @@ from visionax.models import (alexnet, densenet, efficientnet, googlenet, mobilen
 # Each family: its Module class and {name: fixed constructor arguments}.
 _FAMILIES = (
     (alexnet.ConvNet, alexnet.CONFIGS),
-    (alexnet.ConvNet, vgg.CONFIGS),
+    (vgg.ConvNet, vgg.CONFIGS),
     (googlenet.GoogLeNet, googlenet.CONFIGS),
     (resnet.ResNet, resnet.CONFIGS),
     (densenet.DenseNet, densenet.CONFIGS),

@@ -24,10 +24,9 @@ BN_MOMENTUM = 0.9  # flax's momentum = 1 - PyTorch's momentum (0.1)
 BN_EPSILON = 1e-5
 
 
-def pad(kernel: int, dilation: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
-    """PyTorch-style symmetric padding that keeps the size of a stride-1 convolution."""
-    p = dilation * (kernel - 1) // 2
-    return ((p, p), (p, p))
+def pad(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """PyTorch-style symmetric padding `kernel // 2` (keeps the size of a stride-1 convolution)."""
+    return ((kernel // 2, kernel // 2),) * 2
 
 
 def scaled(channels: int, width_mult: float) -> int:
@@ -54,12 +53,11 @@ def conv_def(conv_impl: str, dtype: Any, **defaults) -> ModuleDef:
     return functools.partial(conv_module(conv_impl), **options)
 
 
-def norm_def(train: bool, dtype: Any, axis_name: str | None = None, **defaults) -> ModuleDef:
+def norm_def(train: bool, dtype: Any, axis_name: str | None = None) -> ModuleDef:
     """`nn.BatchNorm` (momentum 0.9, epsilon 1e-5), batch statistics when `train`, synced over `axis_name`."""
-    options = dict(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                   dtype=dtype, param_dtype=jnp.float32, axis_name=axis_name)
-    options.update(defaults)
-    return functools.partial(nn.BatchNorm, **options)
+    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                             epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32,
+                             axis_name=axis_name)
 
 
 def dense_def(dtype: Any, **defaults) -> ModuleDef:

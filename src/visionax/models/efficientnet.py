@@ -18,7 +18,7 @@ depth); with `train=True`, stochastic depth and dropout need `rngs={"dropout": k
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -167,8 +167,8 @@ class NASNet(nn.Module):
         norm = norm_def(train, self.dtype, self.bn_axis_name)
         f = self.filters
         x = jnp.asarray(x, self.dtype)
-        x_conv0 = norm(name="conv0_bn")(conv(self.stem_filters, (3, 3), (2, 2), padding="VALID",
-                                             name="conv0")(x))
+        x_conv0 = conv(self.stem_filters, (3, 3), (2, 2), padding=((0, 0), (0, 0)), name="conv0")(x)
+        x_conv0 = norm(name="conv0_bn")(x_conv0)
         stem0 = ReductionCell(f // 4, conv, norm, name="cell_stem_0")(x_conv0)
         prev, cur = stem0, ReductionCell(f // 2, conv, norm, name="cell_stem_1")(stem0, x_conv0)
         index = 0

@@ -38,7 +38,8 @@ SE_REDUCTION = 16  # SENet's hidden size: channels // 16
 
 
 class BasicBlock(nn.Module):
-    """Two 3×3 convolutions plus the shortcut (ResNet-18/34)."""
+    """Two 3×3 convolutions plus the shortcut (ResNet-18/34). `groups` and `base_width` are accepted
+    for a uniform signature and ignored (torchvision allows only 1 and 64 here)."""
 
     planes: int
     stride: int
@@ -48,8 +49,6 @@ class BasicBlock(nn.Module):
     base_width: int = 64
     se: bool = False
     dtype: Any = jnp.float32
-
-    expansion = 1
 
     @nn.compact
     def __call__(self, x):
@@ -80,13 +79,11 @@ class Bottleneck(nn.Module):
     se: bool = False
     dtype: Any = jnp.float32
 
-    expansion = 4
-
     @nn.compact
     def __call__(self, x):
         residual = x
         inner = int(self.planes * (self.base_width / 64.0)) * self.groups
-        out = self.planes * self.expansion
+        out = self.planes * 4  # the expansion of a bottleneck
         y = self.conv(inner, (1, 1), name="conv1")(x)
         y = nn.relu(self.norm(name="bn1")(y))
         y = self.conv(inner, (3, 3), (self.stride, self.stride), padding=pad(3),
@@ -124,12 +121,10 @@ class ResNet(nn.Module):
         norm = norm_def(train, self.dtype, self.bn_axis_name)
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = jnp.asarray(x, self.dtype)
-        if self.cifar_stem:
-            x = conv(self.width, (3, 3), padding=pad(3), name="conv1")(x)
-            x = nn.relu(norm(name="bn1")(x))
-        else:
-            x = conv(self.width, (7, 7), (2, 2), padding=pad(7), name="conv1")(x)
-            x = nn.relu(norm(name="bn1")(x))
+        kernel, stride = (3, 1) if self.cifar_stem else (7, 2)
+        x = conv(self.width, (kernel, kernel), (stride, stride), padding=pad(kernel), name="conv1")(x)
+        x = nn.relu(norm(name="bn1")(x))
+        if not self.cifar_stem:
             x = max_pool(x, 3, 2, padding=1)
         for stage, blocks in enumerate(self.stage_sizes):
             for index in range(blocks):

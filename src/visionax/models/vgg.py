@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from visionax.models.alexnet import ConvNet
 
+__all__ = ["CONFIGS", "ConvNet", "vgg_layers"]
+
 
 def vgg_layers(blocks: tuple[tuple[int, int], ...]) -> tuple:
     """`(convolutions, channels)` per block -> ConvNet layers: 3×3 convolutions, then a 2×2 max-pool."""
