@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from bench import model_costs
+from bench.model_costs import param_count
 from visionax.errors import UserError
 from visionax.layers import conv as conv_layers
 from visionax.models import MODEL_NAMES, get_model, input_size, model_options
@@ -104,10 +105,6 @@ def random_variables(model, x, seed=0, **apply_kwargs):
         return jnp.asarray(value, leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def param_count(name, **options):
-    return model_costs.param_count(name, **options)
 
 
 # ---------------------------------------------------------------------------------------------------
