@@ -217,8 +217,8 @@ def test_lecture_comparison_holds():
 # Contracts shared by every model.
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
-def test_every_model_is_an_encoder_without_classes_and_takes_dtype_and_conv_impl(name):
-    assert {"dtype", "conv_impl"} <= set(model_options(name))
+def test_every_model_is_an_encoder_and_takes_the_shared_options(name):
+    assert {"dtype", "conv_impl", "bn_axis_name"} <= set(model_options(name))
     size = input_size(name)
     images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
     model = get_model(name, num_classes=None, dtype=jnp.bfloat16)

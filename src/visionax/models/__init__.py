@@ -6,8 +6,10 @@ images `[batch, height, width, channels]`; BatchNorm models keep their running s
 dropout models need `rngs={"dropout": key}` when `train=True`. `num_classes=None` (or 0) returns the
 pooled feature vector `[batch, features]` instead of logits.
 
-Every model takes `dtype` (computation dtype; parameters stay float32) and `conv_impl` (see
-`visionax.layers.conv`); the other options of each family are listed in the error for a wrong one.
+Every model takes `dtype` (computation dtype; parameters stay float32), `conv_impl` (see
+`visionax.layers.conv`) and `bn_axis_name` (BatchNorm statistics averaged over that mesh axis; a
+no-op for AlexNet, ZFNet and VGG, which have no BatchNorm); the other options of each family are
+listed by `model_options(name)` and in the error for a wrong one.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ class ConvNet(nn.Module):
     dropout: float = 0.5
     conv3_5: Sequence[int] | None = None
     dtype: Any = jnp.float32
+    bn_axis_name: str | None = None  # no BatchNorm here: accepted so that every model takes it
     conv_impl: str = "xla"
 
     @nn.compact

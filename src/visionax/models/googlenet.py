@@ -4,7 +4,7 @@ The idea: the Inception module and global average pooling. Each module runs 1×1
 convolutions and a 3×3 max-pool side by side and concatenates them along channels, with 1×1
 "bottleneck" convolutions in front of the expensive branches to cut their input channels; and the
 network ends in a global average pool and one linear layer instead of AlexNet's and VGG's huge fully
-connected layers. 22 layers deep with 12× fewer parameters than AlexNet.
+connected layers: 22 layers deep, with 12× fewer parameters than the paper's AlexNet.
 
 Layout and parameter count (6,624,904) are torchvision's `googlenet` without the auxiliary
 classifiers (which are only used in training): convolutions are followed by BatchNorm, and the
