@@ -8,6 +8,8 @@
 
 import ml_collections
 
+from experiments.configs import data
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -25,11 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"
     config.conv_impl = "xla"
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "digits"
-    config.data.folder = ""
-    config.data.image_size = 32
-    config.data.data_dir = ""
+    config.data = data.digits()
 
     config.log_every = 10
     config.checkpoint_every = 100

@@ -7,6 +7,8 @@ Run:  python -m experiments.linear_classifier
 
 import ml_collections
 
+from experiments.configs import data
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -18,9 +20,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 1e-4  # λ of λ·l2(W) (biases excluded)
     config.svm_margin = 1.0
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "digits"  # the embedded digits (fixed train/test split), or image_folder
-    config.data.folder = ""
-    config.data.image_size = 32
-    config.data.data_dir = ""
+    config.data = data.digits()
     return config

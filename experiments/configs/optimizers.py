@@ -7,6 +7,8 @@ Run:  python -m experiments.optimizers
 
 import ml_collections
 
+from experiments.configs import data
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -40,9 +42,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.lbfgs_steps = 100
     config.newton_steps = 8
 
-    config.data = ml_collections.ConfigDict()
-    config.data.name = "digits"  # the embedded digits (fixed train/test split), or image_folder
-    config.data.folder = ""
-    config.data.image_size = 32
-    config.data.data_dir = ""
+    config.data = data.digits()
     return config

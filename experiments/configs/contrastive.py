@@ -1,0 +1,34 @@
+"""What the SimCLR and MoCo configs share: encoder, batch, devices, views, data and loop settings
+(on the embedded digits). Not an experiment config itself."""
+
+import ml_collections
+
+from experiments.configs import data
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.model = "resnet18"
+    config.model_options = ml_collections.ConfigDict({"cifar_stem": True, "width": 16})
+    config.batch_size = 256
+    config.epochs = 60
+    config.parallel = "shard_map"
+    config.dtype = "float32"
+    config.conv_impl = "auto"
+
+    config.augment = ml_collections.ConfigDict()
+    config.augment.min_area = 0.25
+    config.augment.flip_probability = 0.0  # flipped digits are other shapes
+    config.augment.jitter_strength = 0.5
+    config.augment.jitter_probability = 0.8
+    config.augment.grayscale_probability = 0.0
+    config.augment.blur_probability = 0.0
+
+    config.data = data.digits()
+
+    config.log_every = 5
+    config.checkpoint_every = 50
+    config.keep_checkpoints = 2
+    config.eval_every = 50
+    return config
