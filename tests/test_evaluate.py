@@ -56,16 +56,3 @@ def test_linear_probe_matches_scikit_learn_and_separates_separable_data():
     accuracy, _ = evaluate.linear_probe(separable[:80], separable_labels[:80], separable[80:],
                                         separable_labels[80:], 4, steps=50)
     assert accuracy == 1.0
-
-
-def test_embed_dataset_batches_equal_one_call():
-    images = np.arange(23 * 4, dtype=np.float32).reshape(23, 4)
-    calls = []
-
-    def embed(batch):
-        calls.append(len(batch))
-        return np.tanh(batch * 0.01) @ np.ones((4, 2))
-
-    features = evaluate.embed_dataset(embed, images, batch_size=8)
-    np.testing.assert_allclose(features, np.tanh(images * 0.01) @ np.ones((4, 2)))
-    assert calls == [8, 8, 8]

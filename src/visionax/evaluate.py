@@ -4,8 +4,6 @@ features of a frozen encoder)."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,20 +11,7 @@ import optax
 
 from visionax.losses.contrastive import l2_normalize
 
-__all__ = ["embed_dataset", "knn_scores", "knn_accuracy", "linear_probe"]
-
-
-def embed_dataset(embed_fn: Callable, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """`embed_fn(batch)` over `images` `[n, ...]` in batches of exactly `batch_size` (the last one
-    padded with copies of its first image, then trimmed): features `[n, features]` as NumPy."""
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        count = len(batch)
-        if count < batch_size:
-            batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - count, axis=0)])
-        outputs.append(np.asarray(embed_fn(batch))[:count])
-    return np.concatenate(outputs)
+__all__ = ["knn_scores", "knn_accuracy", "linear_probe"]
 
 
 @jax.jit(static_argnames=("num_classes", "k"))
