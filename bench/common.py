@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-import sys
 import time
-import types
 
 import jax
 import jax.numpy as jnp
-
-
-def light_data_package() -> None:
-    """Let `visionax.data.augment` be imported without `visionax/data/__init__.py`, which loads
-    TFDS, when tensorflow_datasets is not installed (the lent GPU machines have only JAX, flax,
-    optax, chex and orbax). The benchmarks make their own data and need none of it."""
-    if "visionax.data" in sys.modules:
-        return
-    try:
-        import tensorflow_datasets  # noqa: F401
-        return
-    except ImportError:
-        pass
-    package = pathlib.Path(importlib.util.find_spec("visionax").origin).parent / "data"
-    module = types.ModuleType("visionax.data")
-    module.__path__ = [str(package)]
-    module.__package__ = "visionax.data"
-    sys.modules["visionax.data"] = module
 
 
 def matmul_peak(n: int = 2048, reps: int = 5, dtype=jnp.float32) -> float:

@@ -34,20 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.common import light_data_package, matmul_peak
-
-light_data_package()
-
-from bench.model_costs import jaxpr_macs  # noqa: E402  (after light_data_package)
-from visionax import optim  # noqa: E402
-from visionax.data.augment import ViewSettings  # noqa: E402
-from visionax.losses import nt_xent  # noqa: E402
-from visionax.models import get_model  # noqa: E402
-from visionax.parallel import DATA_AXIS, DataParallel, make_mesh  # noqa: E402
-from visionax.ssl import simclr  # noqa: E402
-from visionax.ssl.heads import ContrastiveModel, ProjectionHead  # noqa: E402
-from visionax.train import supervised  # noqa: E402
-from visionax.train.state import TrainState  # noqa: E402
+from bench.common import matmul_peak
+from bench.model_costs import jaxpr_macs
+from visionax import optim
+from visionax.data.augment import ViewSettings
+from visionax.losses import nt_xent
+from visionax.models import get_model
+from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
+from visionax.ssl import simclr
+from visionax.ssl.heads import ContrastiveModel, ProjectionHead
+from visionax.train import supervised
+from visionax.train.state import TrainState
 
 TEMPERATURE = 0.2
 IMAGE = (32, 32, 3)

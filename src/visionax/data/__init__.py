@@ -1,5 +1,15 @@
-"""Datasets through TFDS (no TensorFlow at run time), the input pipeline, preprocessing, augmentation."""
+"""Datasets through TFDS (no TensorFlow at run time), the input pipeline, preprocessing, augmentation.
 
-from visionax.data.datasets import DatasetSpec, as_arrays, data_source, load_arrays, num_classes
+The dataset functions load tensorflow_datasets on first use, so `visionax.data.augment`,
+`.preprocess` and `.pipeline` import without it (e.g. on a machine with only JAX for benchmarks).
+"""
+
+import importlib
 
 __all__ = ["DatasetSpec", "as_arrays", "data_source", "load_arrays", "num_classes"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(importlib.import_module("visionax.data.datasets"), name)
+    raise AttributeError(f"module 'visionax.data' has no attribute {name!r}")
