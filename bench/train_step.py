@@ -38,7 +38,6 @@ from bench.common import matmul_peak
 from bench.model_costs import jaxpr_macs
 from visionax import optim
 from visionax.data.augment import ViewSettings
-from visionax.losses import nt_xent
 from visionax.models import get_model
 from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
 from visionax.ssl import simclr
@@ -67,18 +66,7 @@ def simclr_model(conv_impl: str, dtype) -> ContrastiveModel:
 
 def views_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     """`simclr.train_step` on ready-made views (`batch["view1"]`, `batch["view2"]`)."""
-    both_views = jnp.concatenate([batch["view1"], batch["view2"]], axis=0)
-
-    def loss_fn(params):
-        projections, updates = state.apply_fn(
-            {**state.variables, "params": params}, both_views, train=True, mutable=["batch_stats"])
-        z1, z2 = jnp.split(projections, 2, axis=0)
-        return nt_xent(z1, z2, TEMPERATURE, DATA_AXIS), updates.get("batch_stats", {})
-
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, DATA_AXIS)
-    return state.apply_gradients(grads, batch_stats=jax.lax.pmean(batch_stats, DATA_AXIS)), {
-        "loss": loss}
+    return simclr.train_step_on_views(state, batch["view1"], batch["view2"], temperature=TEMPERATURE)
 
 
 class JaxRunner:

@@ -19,7 +19,7 @@ from visionax.parallel import DATA_AXIS
 from visionax.ssl.heads import ContrastiveModel
 from visionax.train.state import TrainState
 
-__all__ = ["create_train_state", "train_step", "embed"]
+__all__ = ["create_train_state", "train_step", "train_step_on_views", "embed"]
 
 
 def create_train_state(
@@ -46,6 +46,14 @@ def train_step(
     step_key = jax.random.fold_in(state.rng, state.step)
     first_index = jax.lax.axis_index(DATA_AXIS) * local_batch
     view1, view2 = simclr_views(step_key, images, view_settings, first_index)
+    return train_step_on_views(state, view1, view2, temperature=temperature)
+
+
+def train_step_on_views(
+    state: TrainState, view1: jax.Array, view2: jax.Array, *, temperature: float
+) -> tuple[TrainState, dict]:
+    """The update of `train_step` given this device's two views `[local_batch, h, w, c]`: both views
+    through the model in one batch, the sharded NT-Xent, gradients averaged over devices."""
     both_views = jnp.concatenate([view1, view2], axis=0)
 
     def loss_fn(params):
