@@ -2,8 +2,9 @@
 
     python -m bench.conv_micro [--batch 128] [--reps 3] [--variants xla,gemm,...]
 
-Variants: xla, gemm, auto, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
-gemm_autodiff, and per-pass mixes x_x_g / g_x_g / x_g_g (forward, input grad, kernel grad).
+Variants: xla, gemm, winograd, auto, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
+gemm_autodiff, and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward, input grad,
+kernel grad; x = XLA, g = gemm, w = Winograd where it applies, gemm elsewhere).
 Each distinct layer is timed on its own (value, input gradient and kernel gradient; the stem
 needs no input gradient) and weighted by how often it occurs in ResNet-18, so the total is the
 convolution time of one training step. Variants of "gemm" toggle its backward strategy
@@ -40,7 +41,7 @@ LAYERS = [
     ("3x3 512>512 @4", 4, 512, 512, 3, 1, 3),
 ]
 
-G, X = "gemm", "xla"
+G, X, W = "gemm", "xla", "winograd"
 # name -> ((forward, input gradient, kernel gradient) implementations, module knobs)
 VARIANTS = {
     "xla": ((X, X, X), {}),
@@ -59,6 +60,12 @@ VARIANTS = {
     "g_x_g_16M": ((G, X, G), {"_CHUNK_BYTES": 16 << 20}),
     "g_x_g": ((G, X, G), {}),
     "x_g_g": ((X, G, G), {}),
+    # Winograd F(2×2, 3×3) where it applies (stride-1 3×3), gemm elsewhere
+    "winograd": ((W, W, W), {}),
+    "w_w_g": ((W, W, G), {}),
+    "g_g_w": ((G, G, W), {}),
+    "x_x_w": ((X, X, W), {}),
+    "w_x_w": ((W, X, W), {}),
 }
 DEFAULTS = {"_CHUNK_BYTES": convmod._CHUNK_BYTES, "_DX_COL2IM_ALWAYS": False,
             "_USE_CUSTOM_VJP": True}

@@ -1,4 +1,4 @@
-"""conv_impl "gemm"/"auto" equal lax.conv_general_dilated (values and gradients) within 1e-5."""
+"""conv_impl "gemm"/"winograd"/"auto" equal lax.conv_general_dilated (values and gradients) within 1e-5."""
 
 import functools
 
@@ -11,6 +11,7 @@ from jax import lax
 
 from visionax.errors import UserError
 from visionax.layers import conv as convmod
+from visionax.layers import winograd
 from visionax.layers.conv import (
     CONV_IMPLS,
     conv_general_dilated_for,
@@ -31,6 +32,8 @@ CASES = [
      dict(window_strides=(1, 1), padding=((2, 0), (1, 3)))),
     ("explicit_pad_s2", (7, 7), (3, 3), 2, 4,
      dict(window_strides=(2, 1), padding=((1, 2), (0, 1)))),
+    ("explicit_pad_3x3_odd", (7, 9), (3, 3), 4, 5,
+     dict(window_strides=(1, 1), padding=((2, 0), (1, 3)))),
     ("negative_pad", (8, 8), (3, 3), 2, 3,
      dict(window_strides=(1, 1), padding=((-1, 1), (1, -2)))),
     ("one_by_one_s2", (8, 8), (1, 1), 5, 7, dict(window_strides=(2, 2), padding="VALID")),
@@ -115,6 +118,32 @@ def test_gemm_in_batch_chunks(name, monkeypatch):
     _, spatial, kernel, cin, cout, kw = next(c for c in CASES if c[0] == name)
     x, w, rng = _inputs(7, spatial, kernel, cin, cout, kw.get("feature_group_count", 1))
     _check(conv_general_dilated_gemm, x, w, rng, dimension_numbers=DN, **kw)
+
+
+# stride-1 3×3 cases Winograd computes (the others fall back to gemm: "same_s2", "groups2")
+WINOGRAD = ["same_s1", "valid_s1", "explicit_pad_3x3_odd", "negative_pad", "wide_same_s1",
+            "same_s2", "groups2"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("name", WINOGRAD)
+def test_winograd_matches_lax_values_and_grads(name, chunked, monkeypatch):
+    if chunked:
+        monkeypatch.setattr(convmod, "_CHUNK_BYTES", 1)
+    _, spatial, kernel, cin, cout, kw = next(c for c in CASES if c[0] == name)
+    x, w, rng = _inputs(5, spatial, kernel, cin, cout, kw.get("feature_group_count", 1))
+    _check(conv_general_dilated_for("winograd"), x, w, rng, dimension_numbers=DN, **kw)
+
+
+def test_winograd_transforms_compute_one_tile():
+    # Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A equals the 2×2 valid correlation of a 4×4 tile, in float64
+    rng = np.random.default_rng(6)
+    tile, kernel = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+    b_t, g, a_t = (m.astype(np.float64) for m in (
+        winograd.INPUT_TRANSFORM, winograd.KERNEL_TRANSFORM, winograd.OUTPUT_TRANSFORM))
+    got = a_t @ ((g @ kernel @ g.T) * (b_t @ tile @ b_t.T)) @ a_t.T
+    direct = np.array([[np.sum(tile[i:i + 3, j:j + 3] * kernel) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(got, direct, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("passes", [("xla", "xla", "gemm"), ("gemm", "xla", "xla"),

@@ -1,6 +1,6 @@
 """Convolution implementations selectable for every Flax convolution in visionax (config `conv_impl`).
 
-Three choices, each a function with `lax.conv_general_dilated`'s signature that `nn.Conv` accepts
+Four choices, each a function with `lax.conv_general_dilated`'s signature that `nn.Conv` accepts
 as its `conv_general_dilated` attribute:
 
 * ``"xla"``  -- `lax.conv_general_dilated` itself (XLA's convolution; the fast one on GPU and TPU).
@@ -20,12 +20,14 @@ as its `conv_general_dilated` attribute:
   Depthwise convolutions (one input feature per group) are a multiply-accumulate over the kernel
   taps instead: a matrix product with a contraction of length ``prod(kernel_size)`` would waste
   the matmul unit, while the elementwise form fuses into one loop without materialising patches.
+* ``"winograd"`` -- Winograd's F(2×2, 3×3) (`visionax.layers.winograd`) for every pass of the
+  stride-1 3×3 convolutions, 2.25× fewer multiplies than patches + dot; "gemm" for the others.
 * ``"auto"`` -- elsewhere than on the CPU, ``"xla"``; on the CPU backend, per convolution and per
   pass, whichever measured faster there (`_auto_cpu_passes`): XLA's forward convolution and
   stride-1 input gradient for 3x3-like stride-1 kernels with >= 128 features a side, gemm for
   everything else and for every kernel gradient. Decided at trace time from the default backend.
 
-All three give the same values and gradients (tests/test_conv.py checks them against
+All of them give the same values and gradients (tests/test_conv.py checks them against
 `lax.conv_general_dilated` to 1e-5 for strides, SAME/VALID/explicit padding, input and kernel
 dilation, feature groups including depthwise, and other dimension numbers).
 """
@@ -43,8 +45,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from visionax.errors import UserError
+from visionax.layers import winograd
 
-CONV_IMPLS = ("xla", "gemm", "auto")
+CONV_IMPLS = ("xla", "gemm", "winograd", "auto")
 
 # Tuning of "gemm", read at trace time (bench/conv_micro.py compares the choices):
 # patches are built for batch chunks of about this many bytes (0: whole batch at once);
@@ -337,7 +340,34 @@ def _gemm_conv(x, w, cfg: _Cfg, passes: tuple[str, str, str]):
 
 
 def _forward(x, w, cfg: _Cfg, impl: str):
+    if impl == "winograd":
+        return _winograd_forward(x, w, cfg)
     return _xla_conv(x, w, cfg) if impl == "xla" else _gemm_forward(x, w, cfg)
+
+
+def _winograd_forward(x, w, cfg: _Cfg):
+    """F(2×2, 3×3) on the padded input, in batch chunks."""
+    acc, out = _accumulation(x, w, cfg)
+    out_size = _out_spatial(x.shape[1:-1], cfg)
+    chunk = _batch_chunk(x.shape, x.dtype.itemsize, cfg)
+    y = _map_chunks(lambda xc: winograd.forward(_padded(xc, cfg), w, out_size, acc), chunk, x)
+    return y.astype(out)
+
+
+def _winograd_kernel_grad(x, dy, cfg: _Cfg):
+    """Σ over batch chunks of F(2×2, 3×3)'s kernel gradient."""
+    acc, _ = _accumulation(x, dy, cfg)
+    n = x.shape[0]
+    chunk = _batch_chunk(x.shape, x.dtype.itemsize, cfg)
+    chunk_grad = lambda xc, dyc: winograd.kernel_grad(_padded(xc, cfg), dyc, acc)
+    if chunk >= n:
+        return chunk_grad(x, dy)
+    xs = x.reshape(n // chunk, chunk, *x.shape[1:])
+    dys = dy.reshape(n // chunk, chunk, *dy.shape[1:])
+    shape = jax.eval_shape(chunk_grad, xs[0], dys[0])
+    dw, _ = lax.scan(lambda total, a: (total + chunk_grad(*a), None),
+                     jnp.zeros(shape.shape, shape.dtype), (xs, dys))
+    return dw
 
 
 def _gemm_conv_fwd(x, w, cfg: _Cfg, passes):
@@ -352,10 +382,14 @@ def _gemm_conv_bwd(cfg: _Cfg, passes, res, dy):
     _, dx_impl, dw_impl = passes
     if dx_impl == "xla":
         (dx,) = jax.vjp(lambda v: _xla_conv(v, w, bcfg), x)[1](dy)
+    elif dx_impl == "winograd":
+        dx = _winograd_forward(dy.astype(w.dtype), _transposed_kernel(w, bcfg), _transposed_cfg(bcfg))
     else:
         dx = _gemm_input_grad(x.shape, x.dtype, w, dy, bcfg)
     if dw_impl == "xla":
         (dw,) = jax.vjp(lambda v: _xla_conv(x, v, bcfg), w)[1](dy)
+    elif dw_impl == "winograd":
+        dw = _winograd_kernel_grad(x, dy, bcfg)
     else:
         dw = _gemm_kernel_grad(x, dy, w.shape, bcfg)
     return dx.astype(x.dtype), dw.astype(w.dtype)
@@ -422,6 +456,10 @@ def _conv_by_passes(
     )
     if passes == "auto-cpu":
         passes = _auto_cpu_passes(cfg, c, o)
+    elif isinstance(passes, str):
+        passes = (passes,) * 3
+    if not winograd.applies(kernel, strides, lhs_dilation, rhs_dilation, g):
+        passes = tuple("gemm" if p == "winograd" else p for p in passes)
     if g > 1 and w.shape[-2] == 1 and passes != ("xla",) * 3:
         y = _depthwise(x, w, cfg)
     else:
@@ -432,6 +470,11 @@ def _conv_by_passes(
     for canon, axis in enumerate(canon_to_out):
         perm[axis] = canon
     return jnp.transpose(y, perm)
+
+
+def conv_general_dilated_winograd(lhs, rhs, *args, **kwargs):
+    """Winograd F(2×2, 3×3) for every pass of stride-1 3×3 convolutions, "gemm" for the others."""
+    return _conv_by_passes("winograd", lhs, rhs, *args, **kwargs)
 
 
 def conv_general_dilated_gemm(lhs, rhs, *args, **kwargs):
@@ -467,6 +510,7 @@ def conv_general_dilated_auto(lhs, rhs, *args, **kwargs):
 _IMPLS = {
     "xla": lax.conv_general_dilated,
     "gemm": conv_general_dilated_gemm,
+    "winograd": conv_general_dilated_winograd,
     "auto": conv_general_dilated_auto,
 }
 
