@@ -52,6 +52,18 @@ def test_cifar_stem_keeps_resolution_and_imagenet_stem_divides_by_four():
         assert layer4.shape == (2, size // 8, size // 8, 64)
 
 
+def test_cifar_stem_stride_two_halves_the_maps_with_pytorch_padding():
+    # Conv2d(3, 8, 3, stride=2, padding=1), no max-pool: 32×32 images give 16×16 maps in layer1.
+    model = get_model("resnet18", num_classes=10, width=8, cifar_stem=True, stem_stride=2)
+    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    variables = random_variables(model, x)
+    _, state = jax.jit(functools.partial(
+        model.apply, capture_intermediates=True, mutable=["intermediates"]))(variables, x)
+    conv = conv2d_ref(x, variables["params"]["conv1"]["kernel"], stride=2, padding=1)
+    np.testing.assert_allclose(state["intermediates"]["conv1"]["__call__"][0], conv, rtol=1e-5, atol=1e-5)
+    assert state["intermediates"]["layer1_0"]["__call__"][0].shape == (2, 16, 16, 8)
+
+
 def test_stem_convolution_and_maxpool_match_pytorch_padding():
     # Conv2d(3, 8, 7, stride=2, padding=3) then BN (eval), ReLU, MaxPool2d(3, 2, padding=1), in NumPy.
     model = get_model("resnet18", num_classes=10, width=8)
@@ -182,6 +194,6 @@ def test_resnet_options_and_their_errors():
         get_model("resnet50", cifar_stemm=True)
     with pytest.raises(UserError):
         get_model("resnet50", stage_sizes=(1, 1, 1, 1))  # fixed by the name
-    assert {"cifar_stem", "width", "dtype", "bn_axis_name", "conv_impl"} <= set(model_options("resnet18"))
+    assert {"cifar_stem", "stem_stride", "width", "dtype", "bn_axis_name", "conv_impl"} <= set(model_options("resnet18"))
     with pytest.raises(UserError, match="conv_impl"):
         get_model("resnet18", conv_impl="fft").init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))

@@ -39,7 +39,7 @@ def use_cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     with the CIFAR stem, batch 512, SimCLR's colour augmentation at strength 0.5 with flips and
     grayscale, no blur (a 3-tap blur at 32×32 pixels is mostly noise), long-run logging."""
     config.model = "resnet18"
-    config.model_options = ml_collections.ConfigDict({"cifar_stem": True, "width": 64})
+    config.model_options = ml_collections.ConfigDict({"cifar_stem": True, "stem_stride": 1, "width": 64})
     config.head_hidden_dim = 512
     config.batch_size = 512
 

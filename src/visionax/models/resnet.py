@@ -18,7 +18,8 @@ convolution), so parameter counts match torchvision exactly; SE-ResNet-50 matche
 `seresnet50` and Cadene's `se_resnet50` (reduction 16).
 
 Options shared by the family (`get_model("resnet50", cifar_stem=True, width=16, ...)`):
-`cifar_stem` (3×3 stride-1 first convolution, no max-pool, for 32×32 images), `width` (channels of
+`cifar_stem` (3×3 stride-1 first convolution, no max-pool, for 32×32 images), `stem_stride` (the
+CIFAR stem's stride: 2 halves every feature map, a quarter of the compute), `width` (channels of
 the first stage, 64 in the paper; stage `i` has `width * 2**i`), `dtype` (computation dtype; params
 stay float32), `bn_axis_name` (BatchNorm statistics averaged over this mesh axis: synchronised BN
 under `shard_map`/`pmap`), `conv_impl`. `num_classes=None` (or 0) gives the pooled feature vector.
@@ -111,6 +112,7 @@ class ResNet(nn.Module):
     num_classes: int | None = 1000
     width: int = 64
     cifar_stem: bool = False
+    stem_stride: int = 1
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
     conv_impl: str = "xla"
@@ -121,7 +123,7 @@ class ResNet(nn.Module):
         norm = norm_def(train, self.dtype, self.bn_axis_name)
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = jnp.asarray(x, self.dtype)
-        kernel, stride = (3, 1) if self.cifar_stem else (7, 2)
+        kernel, stride = (3, self.stem_stride) if self.cifar_stem else (7, 2)
         x = conv(self.width, (kernel, kernel), (stride, stride), padding=pad(kernel), name="conv1")(x)
         x = nn.relu(norm(name="bn1")(x))
         if not self.cifar_stem:
