@@ -100,9 +100,10 @@ def compare_features(setup: Setup, model, learned_variables, random_variables, b
     }
     rows = []
     for name, (train, test) in candidates.items():
-        if name == "raw pixels":  # centred pixels, as the reference kNN figure of CIFAR-10 is measured
-            mean = train.mean(axis=0)
-            train, test = train - mean, test - mean
+        if name == "raw pixels":  # each image minus its own mean: cosine = Pearson correlation,
+            # the measure of the data README's reference kNN figure for CIFAR-10 (44.2%)
+            train = train - train.mean(axis=1, keepdims=True)
+            test = test - test.mean(axis=1, keepdims=True)
         knn = evaluate.knn_accuracy(train, setup.train_labels, test, setup.test_labels, setup.num_classes)
         probe, _ = evaluate.linear_probe(train, setup.train_labels, test, setup.test_labels, setup.num_classes)
         rows.append([name, train.shape[1], knn, probe])
