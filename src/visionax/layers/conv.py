@@ -523,5 +523,5 @@ def conv_general_dilated_for(impl: str):
 
 
 def conv_module(impl: str = "xla"):
-    """`nn.Conv` whose convolution is computed by `impl` ("xla", "gemm" or "auto")."""
+    """`nn.Conv` whose convolution is computed by `impl` ("xla", "gemm", "winograd" or "auto")."""
     return functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated_for(impl))
