@@ -233,20 +233,21 @@ def _gemm_kernel_grad(x, dy, w_shape, cfg: _Cfg):
         dw = _dot(p, d.reshape(m, g, og), (((0,), (0,)), ((2,), (1,))), cfg)  # (G, K, Cg, Og)
         return jnp.transpose(dw, (1, 2, 0, 3))
 
-    n = x.shape[0]
     chunk = _batch_chunk(x.shape, x.dtype.itemsize, cfg)
+    return _sum_over_chunks(chunk_grad, chunk, x, dy).reshape(w_shape)
+
+
+def _sum_over_chunks(fn, chunk: int, x, dy):
+    """Σ of fn(x chunk, dy chunk) over batch chunks (lax.scan), e.g. a kernel gradient."""
+    n = x.shape[0]
     if chunk >= n:
-        dw = chunk_grad(x, dy)
-    else:
-        xs = x.reshape(n // chunk, chunk, *x.shape[1:])
-        dys = dy.reshape(n // chunk, chunk, *dy.shape[1:])
-        acc_shape = jax.eval_shape(chunk_grad, xs[0], dys[0])
-        dw, _ = lax.scan(
-            lambda acc, a: (acc + chunk_grad(*a), None),
-            jnp.zeros(acc_shape.shape, acc_shape.dtype),
-            (xs, dys),
-        )
-    return dw.reshape(w_shape)
+        return fn(x, dy)
+    xs = x.reshape(n // chunk, chunk, *x.shape[1:])
+    dys = dy.reshape(n // chunk, chunk, *dy.shape[1:])
+    shape = jax.eval_shape(fn, xs[0], dys[0])
+    total, _ = lax.scan(lambda total, a: (total + fn(*a), None),
+                        jnp.zeros(shape.shape, shape.dtype), (xs, dys))
+    return total
 
 
 def _gemm_input_grad(x_shape, x_dtype, w, dy, cfg: _Cfg):
@@ -357,17 +358,9 @@ def _winograd_forward(x, w, cfg: _Cfg):
 def _winograd_kernel_grad(x, dy, cfg: _Cfg):
     """Σ over batch chunks of F(2×2, 3×3)'s kernel gradient."""
     acc, _ = _accumulation(x, dy, cfg)
-    n = x.shape[0]
     chunk = _batch_chunk(x.shape, x.dtype.itemsize, cfg)
-    chunk_grad = lambda xc, dyc: winograd.kernel_grad(_padded(xc, cfg), dyc, acc)
-    if chunk >= n:
-        return chunk_grad(x, dy)
-    xs = x.reshape(n // chunk, chunk, *x.shape[1:])
-    dys = dy.reshape(n // chunk, chunk, *dy.shape[1:])
-    shape = jax.eval_shape(chunk_grad, xs[0], dys[0])
-    dw, _ = lax.scan(lambda total, a: (total + chunk_grad(*a), None),
-                     jnp.zeros(shape.shape, shape.dtype), (xs, dys))
-    return dw
+    return _sum_over_chunks(lambda xc, dyc: winograd.kernel_grad(_padded(xc, cfg), dyc, acc),
+                            chunk, x, dy)
 
 
 def _gemm_conv_fwd(x, w, cfg: _Cfg, passes):

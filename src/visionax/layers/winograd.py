@@ -66,22 +66,14 @@ def _input_tiles(x, axes: tuple[int, int]):
     extra[h_axis] = (0, 2 * tiles_h + 2 - x.shape[h_axis])
     extra[w_axis] = (0, 2 * tiles_w + 2 - x.shape[w_axis])
     x = jnp.pad(x, extra)
+    by_rows = _combine(INPUT_TRANSFORM, [_every_other(x, h_axis, i, tiles_h) for i in range(4)])
+    return [tile for row in by_rows
+            for tile in _combine(INPUT_TRANSFORM, [_every_other(row, w_axis, j, tiles_w) for j in range(4)])]
 
-    def rows(offset, axis, count):
-        start, limit, stride = [0] * x.ndim, list(x.shape), [1] * x.ndim
-        start[axis], limit[axis], stride[axis] = offset, offset + 2 * count - 1, 2
-        return start, limit, stride
 
-    by_rows = _combine(INPUT_TRANSFORM, [lax.slice(x, *rows(i, h_axis, tiles_h)) for i in range(4)])
-    tiles = []
-    for row in by_rows:
-        columns = []
-        for j in range(4):
-            start, limit, stride = [0] * row.ndim, list(row.shape), [1] * row.ndim
-            start[w_axis], limit[w_axis], stride[w_axis] = j, j + 2 * tiles_w - 1, 2
-            columns.append(lax.slice(row, start, limit, stride))
-        tiles.extend(_combine(INPUT_TRANSFORM, columns))
-    return tiles
+def _every_other(x, axis: int, offset: int, count: int):
+    """`count` entries of `x` along `axis` from `offset` on, at stride 2."""
+    return lax.slice_in_dim(x, offset, offset + 2 * count - 1, stride=2, axis=axis)
 
 
 def transformed_kernel(w):
