@@ -1,6 +1,11 @@
-"""Convolution micro-benchmark: the conv layers of a ResNet-18 (CIFAR stem), forward + backward.
+"""Convolution micro-benchmark: the conv layers of a ResNet-18, forward + backward.
 
-    python -m bench.conv_micro [--batch 128] [--reps 3] [--variants xla,gemm,...]
+    python -m bench.conv_micro [--net cifar|small] [--batch 128] [--reps 3] [--variants xla,gemm,...]
+
+Networks: `cifar` is ResNet-18 with the CIFAR stem and width 64 on 32×32 images (issue 7's
+model); `small` is ResNet-18 with the ImageNet stem (7×7/2 convolution, max-pool) and width 32 on
+32×32 images, the encoder of the CIFAR-10 SimCLR/MoCo quality runs, whose last stages run on 2×2
+and 1×1 maps.
 
 Variants: xla, gemm, winograd, auto, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
 gemm_autodiff, and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward, input grad,
@@ -26,8 +31,8 @@ from jax import lax
 from bench.common import matmul_peak
 from visionax.layers import conv as convmod
 
-# (name, H, Cin, Cout, k, stride, count in ResNet-18 CIFAR)
-LAYERS = [
+# (name, H, Cin, Cout, k, stride, count in the network)
+CIFAR_LAYERS = [
     ("stem 3x3 3>64 @32", 32, 3, 64, 3, 1, 1),
     ("3x3 64>64 @32", 32, 64, 64, 3, 1, 4),
     ("3x3/2 64>128 @32", 32, 64, 128, 3, 2, 1),
@@ -40,6 +45,20 @@ LAYERS = [
     ("1x1/2 256>512 @8", 8, 256, 512, 1, 2, 1),
     ("3x3 512>512 @4", 4, 512, 512, 3, 1, 3),
 ]
+SMALL_LAYERS = [
+    ("stem 7x7/2 3>32 @32", 32, 3, 32, 7, 2, 1),
+    ("3x3 32>32 @8", 8, 32, 32, 3, 1, 4),
+    ("3x3/2 32>64 @8", 8, 32, 64, 3, 2, 1),
+    ("1x1/2 32>64 @8", 8, 32, 64, 1, 2, 1),
+    ("3x3 64>64 @4", 4, 64, 64, 3, 1, 3),
+    ("3x3/2 64>128 @4", 4, 64, 128, 3, 2, 1),
+    ("1x1/2 64>128 @4", 4, 64, 128, 1, 2, 1),
+    ("3x3 128>128 @2", 2, 128, 128, 3, 1, 3),
+    ("3x3/2 128>256 @2", 2, 128, 256, 3, 2, 1),
+    ("1x1/2 128>256 @2", 2, 128, 256, 1, 2, 1),
+    ("3x3 256>256 @1", 1, 256, 256, 3, 1, 3),
+]
+NETWORKS = {"cifar": CIFAR_LAYERS, "small": SMALL_LAYERS}
 
 G, X, W = "gemm", "xla", "winograd"
 # name -> ((forward, input gradient, kernel gradient) implementations, module knobs)
@@ -103,21 +122,22 @@ def time_fn(f, args, reps):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--net", choices=sorted(NETWORKS), default="cifar")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--variants", default="xla,gemm,auto")
     args = ap.parse_args(argv)
     names = args.variants.split(",")
     peak = matmul_peak()
-    print(f"backend {jax.default_backend()}, batch {args.batch}, matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"backend {jax.default_backend()}, net {args.net}, batch {args.batch}, matmul peak {peak / 1e9:.0f} GFLOP/s")
     rng = np.random.default_rng(0)
     totals = {n: 0.0 for n in names}
     flops_total = 0.0
     print(f"{'layer':22s} {'x':>3s} " + " ".join(f"{n:>18s}" for n in names) + "  (ms, fwd+bwd)")
-    for lname, h, cin, cout, k, s, count in LAYERS:
+    for lname, h, cin, cout, k, s, count in NETWORKS[args.net]:
         x = jnp.asarray(rng.standard_normal((args.batch, h, h, cin), dtype=np.float32))
         w = jnp.asarray(rng.standard_normal((k, k, cin, cout), dtype=np.float32) * 0.05)
-        ho = h // s
+        ho = (h + 2 * (k // 2) - k) // s + 1
         dy = jnp.asarray(rng.standard_normal((args.batch, ho, ho, cout), dtype=np.float32))
         need_dx = not lname.startswith("stem")
         macs = args.batch * ho * ho * cout * k * k * cin

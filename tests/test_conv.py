@@ -156,18 +156,26 @@ def test_mixed_passes(passes, name):
     _check(conv, x, w, rng, dimension_numbers=DN, **kw)
 
 
-@pytest.mark.parametrize("cin,cout,stride", [(4, 6, 1), (128, 128, 1), (128, 130, 2)])
-def test_auto_on_cpu_is_the_tuned_mix(cin, cout, stride):
-    # narrow, wide (XLA forward + input gradient, gemm kernel gradient) and strided layers
-    x, w, rng = _inputs(9, (5, 5), (3, 3), cin, cout, 1)
+@pytest.mark.parametrize("cin,cout,stride,side", [
+    (4, 6, 1, 8), (128, 128, 1, 8), (128, 130, 2, 8), (128, 128, 1, 2), (256, 256, 1, 1)])
+def test_auto_on_cpu_is_the_tuned_mix(cin, cout, stride, side, monkeypatch):
+    # narrow, wide (XLA forward + input gradient, gemm kernel gradient), strided, and wide layers
+    # on maps smaller than 8x8 (gemm)
+    x, w, rng = _inputs(2, (side, side), (3, 3), cin, cout, 1)
     x, w = x * 0.25, w * 0.25
     kw = dict(window_strides=(stride, stride), padding="SAME", dimension_numbers=DN)
     assert jax.default_backend() == "cpu"
+    chosen = []
+    choose = convmod._auto_cpu_passes
+    monkeypatch.setattr(convmod, "_auto_cpu_passes", lambda *a: chosen.append(choose(*a)) or chosen[-1])
     _check(conv_general_dilated_for("auto"), x, w, rng, **kw)
-    passes = convmod._auto_cpu_passes(
-        convmod._Cfg((3, 3), (stride,) * 2, ((1, 1),) * 2, (1, 1), (1, 1), 1, None, None), cin, cout)
-    assert passes == (("xla", "xla", "gemm") if min(cin, cout) >= 128 and stride == 1
-                      else ("gemm",) * 3)
+    expected = (("xla", "xla", "gemm") if min(cin, cout) >= 128 and stride == 1 and side >= 8
+                else ("gemm",) * 3)
+    assert chosen and set(chosen) == {expected}
+    out_side = -(-side // stride)
+    assert convmod._auto_cpu_passes(
+        convmod._Cfg((3, 3), (stride,) * 2, ((1, 1),) * 2, (1, 1), (1, 1), 1, None, None), cin, cout,
+        (out_side, out_side)) == expected
 
 
 def test_gemm_grad_under_jit():

@@ -24,8 +24,8 @@ as its `conv_general_dilated` attribute:
   stride-1 3×3 convolutions, 2.25× fewer multiplies than patches + dot; "gemm" for the others.
 * ``"auto"`` -- elsewhere than on the CPU, ``"xla"``; on the CPU backend, per convolution and per
   pass, whichever measured faster there (`_auto_cpu_passes`): XLA's forward convolution and
-  stride-1 input gradient for 3x3-like stride-1 kernels with >= 128 features a side, gemm for
-  everything else and for every kernel gradient. Decided at trace time from the default backend.
+  stride-1 input gradient for 3x3-like stride-1 kernels with >= 128 features a side on maps of
+  at least 8x8, gemm for everything else and for every kernel gradient. Decided at trace time from the default backend.
 
 All of them give the same values and gradients (tests/test_conv.py checks them against
 `lax.conv_general_dilated` to 1e-5 for strides, SAME/VALID/explicit padding, input and kernel
@@ -53,8 +53,10 @@ CONV_IMPLS = ("xla", "gemm", "winograd", "auto")
 # patches are built for batch chunks of about this many bytes (0: whole batch at once);
 _CHUNK_BYTES = 16 << 20
 # "auto" on the CPU uses XLA's forward convolution for stride-1 kernels with at least this many
-# input and output features per group (see _auto_cpu_passes);
+# input and output features per group (see _auto_cpu_passes) and output maps at least this big
+# on every side;
 _AUTO_XLA_MIN_FEATURES = 128
+_AUTO_XLA_MIN_SIDE = 8
 # kernel gradient as (K*C, M) x (O, M)^T from this many input features on;
 _NT_MIN_FEATURES = 16
 # compute the stride-1 input gradient by col2im instead of a transposed convolution;
@@ -448,7 +450,11 @@ def _conv_by_passes(
         tuple(precision) if isinstance(precision, list) else precision, preferred_element_type,
     )
     if passes == "auto-cpu":
-        passes = _auto_cpu_passes(cfg, c, o)
+        out_spatial = tuple(
+            _out_size(size + lo + hi + (size - 1) * (d - 1), k, st, r)
+            for size, (lo, hi), d, k, st, r in zip(
+                x.shape[1:-1], pads, lhs_dilation, kernel, strides, rhs_dilation))
+        passes = _auto_cpu_passes(cfg, c, o, out_spatial)
     elif isinstance(passes, str):
         passes = (passes,) * 3
     if not winograd.applies(kernel, strides, lhs_dilation, rhs_dilation, g):
@@ -475,17 +481,21 @@ def conv_general_dilated_gemm(lhs, rhs, *args, **kwargs):
     return _conv_by_passes(("gemm", "gemm", "gemm"), lhs, rhs, *args, **kwargs)
 
 
-def _auto_cpu_passes(cfg: _Cfg, c: int, o: int) -> tuple[str, str, str]:
-    """The fastest (forward, input gradient, kernel gradient) on the CPU for this convolution.
+def _auto_cpu_passes(cfg: _Cfg, c: int, o: int, out_spatial: tuple[int, ...]) -> tuple[str, str, str]:
+    """The fastest (forward, input gradient, kernel gradient) on the CPU for this convolution,
+    whose output maps are `out_spatial`.
 
-    Measured with bench/conv_micro.py on the ResNet-18 layers (2-core AVX-512 Xeon, batch 128):
-    XLA's forward convolution, and the stride-1 input gradient (itself a forward convolution),
-    run near the matmul peak when both sides have >= 128 features per group and the kernel is
-    larger than 1x1; with 64 features, a stride or a 1x1 kernel, patches + dot are faster. XLA's
-    kernel gradient is 1.1-3x slower than the gemm one for every layer, so that is always gemm.
+    Measured with bench/conv_micro.py on the ResNet-18 layers (2-core AVX-512 Xeon, batch 128
+    and 512): XLA's forward convolution, and the stride-1 input gradient (itself a forward
+    convolution), run near the matmul peak when both sides have >= 128 features per group, the
+    kernel is larger than 1x1 and the maps are at least 8x8 (on 4x4 maps they are 14 % slower
+    than gemm, on 2x2 maps 7x slower: XLA then mostly multiplies padding); with 64 features, a
+    stride or a 1x1 kernel, patches + dot are faster. XLA's kernel gradient is 1.1-3x slower than
+    the gemm one for every layer, so that is always gemm.
     """
     wide = (
         min(c, o) // cfg.groups >= _AUTO_XLA_MIN_FEATURES
+        and min(out_spatial, default=0) >= _AUTO_XLA_MIN_SIDE
         and math.prod(cfg.kernel) > 1
         and all(s == 1 for s in cfg.strides)
         and all(d == 1 for d in cfg.lhs_dilation)
