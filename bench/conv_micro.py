@@ -7,7 +7,7 @@ model); `small` is ResNet-18 with the ImageNet stem (7×7/2 convolution, max-poo
 32×32 images, the encoder of the CIFAR-10 SimCLR/MoCo quality runs, whose last stages run on 2×2
 and 1×1 maps.
 
-Variants: xla, gemm, winograd, auto, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
+Variants: xla, gemm, winograd, onednn, auto, auto_without_onednn, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
 gemm_autodiff, and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward, input grad,
 kernel grad; x = XLA, g = gemm, w = Winograd where it applies, gemm elsewhere).
 Each distinct layer is timed on its own (value, input gradient and kernel gradient; the stem
@@ -66,6 +66,8 @@ VARIANTS = {
     "xla": ((X, X, X), {}),
     "gemm": ((G, G, G), {}),
     "auto": (None, {}),  # whatever conv_impl="auto" is on this backend
+    "auto_without_onednn": (None, {"_AUTO_ONEDNN": False}),
+    "onednn": ("onednn", {}),  # oneDNN's primitives for every pass (visionax.layers.onednn_conv)
     "gemm_unchunked": ((G, G, G), {"_CHUNK_BYTES": 0}),
     "gemm_chunk1M": ((G, G, G), {"_CHUNK_BYTES": 1 << 20}),
     "gemm_chunk8M": ((G, G, G), {"_CHUNK_BYTES": 8 << 20}),
@@ -87,7 +89,7 @@ VARIANTS = {
     "w_x_w": ((W, X, W), {}),
 }
 DEFAULTS = {"_CHUNK_BYTES": convmod._CHUNK_BYTES, "_DX_COL2IM_ALWAYS": False,
-            "_USE_CUSTOM_VJP": True}
+            "_USE_CUSTOM_VJP": True, "_AUTO_ONEDNN": True}
 
 
 def layer_fn(passes, stride, pad, need_dx):

@@ -1,4 +1,5 @@
-"""conv_impl "gemm"/"winograd"/"auto" equal lax.conv_general_dilated (values and gradients) within 1e-5."""
+"""conv_impl "gemm"/"winograd"/"onednn"/"auto" equal lax.conv_general_dilated (values and gradients)
+within 1e-5 (tests/test_onednn_conv.py checks "onednn" over every case)."""
 
 import functools
 
@@ -158,9 +159,10 @@ def test_mixed_passes(passes, name):
 
 @pytest.mark.parametrize("cin,cout,stride,side", [
     (4, 6, 1, 8), (128, 128, 1, 8), (128, 130, 2, 8), (128, 128, 1, 2), (256, 256, 1, 1)])
-def test_auto_on_cpu_is_the_tuned_mix(cin, cout, stride, side, monkeypatch):
+def test_auto_on_cpu_without_onednn_is_the_tuned_mix(cin, cout, stride, side, monkeypatch):
     # narrow, wide (XLA forward + input gradient, gemm kernel gradient), strided, and wide layers
-    # on maps smaller than 8x8 (gemm)
+    # on maps smaller than 8x8 (gemm); "auto" where oneDNN cannot be built
+    monkeypatch.setattr(convmod, "_AUTO_ONEDNN", False)
     x, w, rng = _inputs(2, (side, side), (3, 3), cin, cout, 1)
     x, w = x * 0.25, w * 0.25
     kw = dict(window_strides=(stride, stride), padding="SAME", dimension_numbers=DN)

@@ -64,6 +64,15 @@ def test_cifar_stem_stride_two_halves_the_maps_with_pytorch_padding():
     assert state["intermediates"]["layer1_0"]["__call__"][0].shape == (2, 16, 16, 8)
 
 
+@pytest.mark.parametrize("options,problem", [
+    ({"stem_stride": 2}, "applies only to the CIFAR stem"),
+    ({"cifar_stem": True, "stem_stride": 3}, "must be 1 or 2"),
+])
+def test_stem_stride_outside_the_cifar_stem_is_a_user_error(options, problem):
+    with pytest.raises(UserError, match=problem):
+        get_model("resnet18", num_classes=10, width=8, **options)
+
+
 def test_stem_convolution_and_maxpool_match_pytorch_padding():
     # Conv2d(3, 8, 7, stride=2, padding=3) then BN (eval), ReLU, MaxPool2d(3, 2, padding=1), in NumPy.
     model = get_model("resnet18", num_classes=10, width=8)

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from visionax.errors import UserError
-from visionax.layers import winograd
+from visionax.layers import onednn_conv, winograd
 
-CONV_IMPLS = ("xla", "gemm", "winograd", "auto")
+CONV_IMPLS = ("xla", "gemm", "winograd", "onednn", "auto")
 
 # Tuning of "gemm", read at trace time (bench/conv_micro.py compares the choices):
 # patches are built for batch chunks of about this many bytes (0: whole batch at once);
@@ -57,6 +57,8 @@ _CHUNK_BYTES = 16 << 20
 # on every side;
 _AUTO_XLA_MIN_FEATURES = 128
 _AUTO_XLA_MIN_SIDE = 8
+# "auto" on the CPU uses oneDNN wherever it applies and can be built;
+_AUTO_ONEDNN = True
 # kernel gradient as (K*C, M) x (O, M)^T from this many input features on;
 _NT_MIN_FEATURES = 16
 # compute the stride-1 input gradient by col2im instead of a transposed convolution;
@@ -449,20 +451,23 @@ def _conv_by_passes(
         kernel, strides, pads, lhs_dilation, rhs_dilation, g,
         tuple(precision) if isinstance(precision, list) else precision, preferred_element_type,
     )
-    if passes == "auto-cpu":
-        out_spatial = tuple(
-            _out_size(size + lo + hi + (size - 1) * (d - 1), k, st, r)
-            for size, (lo, hi), d, k, st, r in zip(
-                x.shape[1:-1], pads, lhs_dilation, kernel, strides, rhs_dilation))
-        passes = _auto_cpu_passes(cfg, c, o, out_spatial)
-    elif isinstance(passes, str):
-        passes = (passes,) * 3
-    if not winograd.applies(kernel, strides, lhs_dilation, rhs_dilation, g):
-        passes = tuple("gemm" if p == "winograd" else p for p in passes)
-    if g > 1 and w.shape[-2] == 1 and passes != ("xla",) * 3:
-        y = _depthwise(x, w, cfg)
+    out_spatial = tuple(
+        _out_size(size + lo + hi + (size - 1) * (d - 1), k, st, r)
+        for size, (lo, hi), d, k, st, r in zip(
+            x.shape[1:-1], pads, lhs_dilation, kernel, strides, rhs_dilation))
+    if passes in ("onednn", "auto-cpu") and _onednn_computes(x, w, cfg, out_spatial, passes):
+        y = onednn_conv.convolve(x, w, onednn_conv.Geometry(strides, pads, rhs_dilation, g))
     else:
-        y = _gemm_conv(x, w, cfg, passes) if _USE_CUSTOM_VJP else _gemm_forward(x, w, cfg)
+        if passes == "auto-cpu":
+            passes = _auto_cpu_passes(cfg, c, o, out_spatial)
+        elif isinstance(passes, str):
+            passes = ("gemm" if passes == "onednn" else passes,) * 3
+        if not winograd.applies(kernel, strides, lhs_dilation, rhs_dilation, g):
+            passes = tuple("gemm" if p == "winograd" else p for p in passes)
+        if g > 1 and w.shape[-2] == 1 and passes != ("xla",) * 3:
+            y = _depthwise(x, w, cfg)
+        else:
+            y = _gemm_conv(x, w, cfg, passes) if _USE_CUSTOM_VJP else _gemm_forward(x, w, cfg)
     # canonical axis j of y goes to output axis out_spec[...]
     canon_to_out = [out_spec[0], *out_spec[2:], out_spec[1]]
     perm = [0] * y.ndim
@@ -474,6 +479,14 @@ def _conv_by_passes(
 def conv_general_dilated_winograd(lhs, rhs, *args, **kwargs):
     """Winograd F(2×2, 3×3) for every pass of stride-1 3×3 convolutions, "gemm" for the others."""
     return _conv_by_passes("winograd", lhs, rhs, *args, **kwargs)
+
+
+def conv_general_dilated_onednn(lhs, rhs, *args, **kwargs):
+    """2-D float32 convolutions through oneDNN on the CPU (`visionax.layers.onednn_conv`), "gemm"
+    for the forms it does not cover; XLA's elsewhere than on the CPU."""
+    if jax.default_backend() == "cpu":
+        return _conv_by_passes("onednn", lhs, rhs, *args, **kwargs)
+    return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
 
 
 def conv_general_dilated_gemm(lhs, rhs, *args, **kwargs):
@@ -503,6 +516,19 @@ def _auto_cpu_passes(cfg: _Cfg, c: int, o: int, out_spatial: tuple[int, ...]) ->
     return ("xla", "xla", "gemm") if wide else ("gemm", "gemm", "gemm")
 
 
+def _onednn_computes(x, w, cfg: _Cfg, out_spatial: tuple[int, ...], passes: str) -> bool:
+    """Whether oneDNN computes this convolution (canonical x, w): for "onednn" wherever it applies
+    (and a UserError if the library cannot be built here), for "auto-cpu" where it applies and
+    the library is available."""
+    if not (onednn_conv.applies(x, w, cfg.pads, cfg.lhs_dilation, cfg.preferred_element_type)
+            and x.shape[0] > 0 and min(out_spatial, default=0) > 0):
+        return False
+    if passes == "onednn":
+        onednn_conv.load()
+        return True
+    return _AUTO_ONEDNN and onednn_conv.available()
+
+
 def conv_general_dilated_auto(lhs, rhs, *args, **kwargs):
     """On the CPU backend the fastest pass of each kind (`_auto_cpu_passes`), elsewhere XLA's."""
     if jax.default_backend() == "cpu":
@@ -514,6 +540,7 @@ _IMPLS = {
     "xla": lax.conv_general_dilated,
     "gemm": conv_general_dilated_gemm,
     "winograd": conv_general_dilated_winograd,
+    "onednn": conv_general_dilated_onednn,
     "auto": conv_general_dilated_auto,
 }
 

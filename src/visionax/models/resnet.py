@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from visionax.errors import UserError
 from visionax.models.common import (ModuleDef, SqueezeExcite, classify, conv_def, global_avg_pool,
                                     max_pool, norm_def, pad)
 
@@ -116,6 +117,14 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
     conv_impl: str = "xla"
+
+    def __post_init__(self):
+        if self.stem_stride not in (1, 2):
+            raise UserError(f"stem_stride must be 1 or 2, not {self.stem_stride!r}")
+        if self.stem_stride != 1 and not self.cifar_stem:
+            raise UserError("stem_stride applies only to the CIFAR stem; set cifar_stem=True, or "
+                            "leave stem_stride at 1 (the ImageNet stem always has stride 2)")
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, train: bool = False):

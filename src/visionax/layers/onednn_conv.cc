@@ -1,0 +1,297 @@
+// 2-D convolutions on the CPU through oneDNN (the library PyTorch's CPU convolutions use), exposed
+// to XLA as three typed FFI handlers: forward, input gradient ("backward data") and kernel
+// gradient ("backward weights"). Built and registered by visionax/layers/onednn_conv.py.
+//
+// Layouts are XLA's row-major buffers as visionax's convolution passes them:
+//   x, dx: [batch, height, width, in_features]            (NHWC)
+//   w, dw: [kernel_h, kernel_w, in_features / groups, out_features]   (HWIO)
+//   y, dy: [batch, out_height, out_width, out_features]   (NHWC)
+// Activations are handed to oneDNN as they are (format nhwc); the kernel is described by its
+// strides and reordered to (or from) the layout the chosen oneDNN kernel wants.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::algorithm;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// Everything that defines one convolution: shapes of x and w, strides, pads, dilation, groups.
+struct Geometry {
+  int64_t batch, height, width, in_features;
+  int64_t kernel_h, kernel_w, out_features;
+  int64_t out_height, out_width;
+  int64_t stride[2], pad_lo[2], pad_hi[2], dilation[2], groups;
+
+  auto key() const {
+    return std::make_tuple(batch, height, width, in_features, kernel_h, kernel_w, out_features,
+                           stride[0], stride[1], pad_lo[0], pad_lo[1], pad_hi[0], pad_hi[1],
+                           dilation[0], dilation[1], groups);
+  }
+
+  memory::desc activations(int64_t h, int64_t w, int64_t features) const {
+    return memory::desc({batch, features, h, w}, memory::data_type::f32, tag::nhwc);
+  }
+  memory::desc source() const { return activations(height, width, in_features); }
+  memory::desc destination() const { return activations(out_height, out_width, out_features); }
+
+  // The HWIO kernel as oneDNN's (G,) O, I, KH, KW dimensions with HWIO strides.
+  memory::desc hwio_kernel() const {
+    const int64_t in_group = in_features / groups, out_group = out_features / groups;
+    const int64_t row = kernel_w * in_group * out_features, column = in_group * out_features;
+    if (groups == 1) {
+      return memory::desc({out_features, in_group, kernel_h, kernel_w}, memory::data_type::f32,
+                          memory::dims{1, out_features, row, column});
+    }
+    return memory::desc({groups, out_group, in_group, kernel_h, kernel_w}, memory::data_type::f32,
+                        memory::dims{out_group, 1, out_features, row, column});
+  }
+  memory::desc any_kernel() const {
+    const int64_t in_group = in_features / groups, out_group = out_features / groups;
+    if (groups == 1) {
+      return memory::desc({out_features, in_group, kernel_h, kernel_w}, memory::data_type::f32,
+                          tag::any);
+    }
+    return memory::desc({groups, out_group, in_group, kernel_h, kernel_w}, memory::data_type::f32,
+                        tag::any);
+  }
+  memory::dims strides() const { return {stride[0], stride[1]}; }
+  memory::dims dilates() const { return {dilation[0] - 1, dilation[1] - 1}; }  // oneDNN: 0 = none
+  memory::dims padding_l() const { return {pad_lo[0], pad_lo[1]}; }
+  memory::dims padding_r() const { return {pad_hi[0], pad_hi[1]}; }
+};
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // one scratchpad per call: thread-safe
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
+  return dnnl::convolution_forward::primitive_desc(
+      Engine(), dnnl::prop_kind::forward_training, algorithm::convolution_direct, g.source(),
+      g.any_kernel(), g.destination(), g.strides(), g.dilates(), g.padding_l(), g.padding_r(),
+      UserScratchpad());
+}
+
+// The three primitives of one geometry, created once (creating one JIT-compiles a kernel).
+struct Primitives {
+  dnnl::convolution_forward::primitive_desc forward_desc;
+  dnnl::convolution_forward forward;
+  dnnl::convolution_backward_data::primitive_desc backward_data_desc;
+  dnnl::convolution_backward_data backward_data;
+  dnnl::convolution_backward_weights::primitive_desc backward_weights_desc;
+  dnnl::convolution_backward_weights backward_weights;
+
+  explicit Primitives(const Geometry& g)
+      : forward_desc(ForwardDesc(g)),
+        forward(forward_desc),
+        backward_data_desc(Engine(), algorithm::convolution_direct, g.source(), g.any_kernel(),
+                           g.destination(), g.strides(), g.dilates(), g.padding_l(),
+                           g.padding_r(), forward_desc, UserScratchpad()),
+        backward_data(backward_data_desc),
+        backward_weights_desc(Engine(), algorithm::convolution_direct, g.source(),
+                              g.any_kernel(), g.destination(), g.strides(), g.dilates(),
+                              g.padding_l(), g.padding_r(), forward_desc, UserScratchpad()),
+        backward_weights(backward_weights_desc) {}
+};
+
+const Primitives& PrimitivesFor(const Geometry& g) {
+  static std::mutex lock;
+  static std::map<decltype(g.key()), std::unique_ptr<Primitives>> cache;
+  std::lock_guard<std::mutex> guard(lock);
+  auto& entry = cache[g.key()];
+  if (!entry) entry = std::make_unique<Primitives>(g);
+  return *entry;
+}
+
+// Runs `body(stream, scratchpad)` with a scratchpad of `desc` and waits for it.
+template <typename Body>
+void Execute(const memory::desc& scratchpad_desc, Body body) {
+  dnnl::stream stream(Engine());
+  std::vector<uint8_t> bytes(scratchpad_desc.get_size());
+  memory scratchpad(scratchpad_desc, Engine(), bytes.data());
+  body(stream, scratchpad);
+  stream.wait();
+}
+
+ffi::Error Describe(Geometry& g, ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
+                    ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
+                    int64_t groups) {
+  if (strides.size() != 2 || pad_lo.size() != 2 || pad_hi.size() != 2 || dilation.size() != 2) {
+    return ffi::Error::InvalidArgument("onednn conv: 2 spatial dimensions expected");
+  }
+  for (int i = 0; i < 2; ++i) {
+    g.stride[i] = strides[i];
+    g.pad_lo[i] = pad_lo[i];
+    g.pad_hi[i] = pad_hi[i];
+    g.dilation[i] = dilation[i];
+  }
+  g.groups = groups;
+  return ffi::Error::Success();
+}
+
+template <typename Buffer>
+void SetInput(Geometry& g, const Buffer& x) {
+  auto d = x.dimensions();
+  g.batch = d[0], g.height = d[1], g.width = d[2], g.in_features = d[3];
+}
+
+template <typename Buffer>
+void SetKernel(Geometry& g, const Buffer& w) {
+  auto d = w.dimensions();
+  g.kernel_h = d[0], g.kernel_w = d[1], g.out_features = d[3];
+}
+
+template <typename Buffer>
+void SetOutput(Geometry& g, const Buffer& y) {
+  auto d = y.dimensions();
+  g.batch = d[0], g.out_height = d[1], g.out_width = d[2], g.out_features = d[3];
+}
+
+ffi::Error Failure(const dnnl::error& e) {
+  return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
+                       ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                       ffi::Span<const int64_t> dilation, int64_t groups) {
+  Geometry g;
+  if (auto error = Describe(g, strides, pad_lo, pad_hi, dilation, groups); error.failure()) {
+    return error;
+  }
+  SetInput(g, x);
+  SetKernel(g, w);
+  SetOutput(g, *y);
+  try {
+    const Primitives& p = PrimitivesFor(g);
+    memory source(g.source(), Engine(), x.typed_data());
+    memory user_kernel(g.hwio_kernel(), Engine(), w.typed_data());
+    memory destination(g.destination(), Engine(), y->typed_data());
+    Execute(p.forward_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
+      memory kernel = user_kernel;
+      if (p.forward_desc.weights_desc() != g.hwio_kernel()) {
+        kernel = memory(p.forward_desc.weights_desc(), Engine());
+        dnnl::reorder(user_kernel, kernel).execute(s, user_kernel, kernel);
+      }
+      p.forward.execute(s, {{DNNL_ARG_SRC, source}, {DNNL_ARG_WEIGHTS, kernel},
+                            {DNNL_ARG_DST, destination}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    });
+  } catch (const dnnl::error& e) {
+    return Failure(e);
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                            ffi::ResultBuffer<ffi::F32> dx, ffi::Span<const int64_t> strides,
+                            ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                            ffi::Span<const int64_t> dilation, int64_t groups) {
+  Geometry g;
+  if (auto error = Describe(g, strides, pad_lo, pad_hi, dilation, groups); error.failure()) {
+    return error;
+  }
+  SetInput(g, *dx);
+  SetKernel(g, w);
+  SetOutput(g, dy);
+  try {
+    const Primitives& p = PrimitivesFor(g);
+    memory diff_destination(g.destination(), Engine(), dy.typed_data());
+    memory user_kernel(g.hwio_kernel(), Engine(), w.typed_data());
+    memory diff_source(g.source(), Engine(), dx->typed_data());
+    Execute(p.backward_data_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
+      memory kernel = user_kernel;
+      if (p.backward_data_desc.weights_desc() != g.hwio_kernel()) {
+        kernel = memory(p.backward_data_desc.weights_desc(), Engine());
+        dnnl::reorder(user_kernel, kernel).execute(s, user_kernel, kernel);
+      }
+      p.backward_data.execute(s, {{DNNL_ARG_DIFF_DST, diff_destination},
+                                  {DNNL_ARG_WEIGHTS, kernel},
+                                  {DNNL_ARG_DIFF_SRC, diff_source},
+                                  {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    });
+  } catch (const dnnl::error& e) {
+    return Failure(e);
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                               ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
+                               ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                               ffi::Span<const int64_t> dilation, int64_t groups) {
+  Geometry g;
+  if (auto error = Describe(g, strides, pad_lo, pad_hi, dilation, groups); error.failure()) {
+    return error;
+  }
+  SetInput(g, x);
+  SetKernel(g, *dw);
+  SetOutput(g, dy);
+  try {
+    const Primitives& p = PrimitivesFor(g);
+    memory source(g.source(), Engine(), x.typed_data());
+    memory diff_destination(g.destination(), Engine(), dy.typed_data());
+    memory user_kernel(g.hwio_kernel(), Engine(), dw->typed_data());
+    Execute(p.backward_weights_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
+      const bool direct = p.backward_weights_desc.diff_weights_desc() == g.hwio_kernel();
+      memory kernel =
+          direct ? user_kernel : memory(p.backward_weights_desc.diff_weights_desc(), Engine());
+      p.backward_weights.execute(s, {{DNNL_ARG_SRC, source},
+                                     {DNNL_ARG_DIFF_DST, diff_destination},
+                                     {DNNL_ARG_DIFF_WEIGHTS, kernel},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
+      if (!direct) dnnl::reorder(kernel, user_kernel).execute(s, kernel, user_kernel);
+    });
+  } catch (const dnnl::error& e) {
+    return Failure(e);
+  }
+  return ffi::Error::Success();
+}
+
+template <typename Binding>
+auto WithGeometry(Binding binding) {
+  return std::move(binding)
+      .template Attr<ffi::Span<const int64_t>>("strides")
+      .template Attr<ffi::Span<const int64_t>>("pad_lo")
+      .template Attr<ffi::Span<const int64_t>>("pad_hi")
+      .template Attr<ffi::Span<const int64_t>>("dilation")
+      .template Attr<int64_t>("groups");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VisionaxOnednnConvForward, ForwardImpl,
+                              WithGeometry(ffi::Ffi::Bind()
+                                               .Arg<ffi::Buffer<ffi::F32>>()    // x
+                                               .Arg<ffi::Buffer<ffi::F32>>()    // w
+                                               .Ret<ffi::Buffer<ffi::F32>>()));  // y
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VisionaxOnednnConvBackwardData, BackwardDataImpl,
+                              WithGeometry(ffi::Ffi::Bind()
+                                               .Arg<ffi::Buffer<ffi::F32>>()    // dy
+                                               .Arg<ffi::Buffer<ffi::F32>>()    // w
+                                               .Ret<ffi::Buffer<ffi::F32>>()));  // dx
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VisionaxOnednnConvBackwardWeights, BackwardWeightsImpl,
+                              WithGeometry(ffi::Ffi::Bind()
+                                               .Arg<ffi::Buffer<ffi::F32>>()    // x
+                                               .Arg<ffi::Buffer<ffi::F32>>()    // dy
+                                               .Ret<ffi::Buffer<ffi::F32>>()));  // dw
