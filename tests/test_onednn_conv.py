@@ -106,10 +106,13 @@ def test_missing_compiler_is_a_user_error(tmp_path, monkeypatch):
         onednn_conv.load.__wrapped__()
 
 
-def test_missing_onednn_is_a_user_error(monkeypatch):
+def test_missing_onednn_is_a_user_error_and_auto_warns(monkeypatch):
     monkeypatch.setattr(onednn_conv, "_prefix_with", lambda relative: None)
+    monkeypatch.setattr(onednn_conv, "load", onednn_conv.load.__wrapped__)
     with pytest.raises(UserError, match="pip install 'onednn-cpu-gomp"):
-        onednn_conv.load.__wrapped__()
+        onednn_conv.load()
+    with pytest.warns(UserWarning, match="conv_impl='auto' uses the slower"):
+        assert not onednn_conv.available.__wrapped__()
 
 
 def test_build_failure_is_a_user_error(tmp_path, monkeypatch):

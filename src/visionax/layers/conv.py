@@ -1,6 +1,6 @@
 """Convolution implementations selectable for every Flax convolution in visionax (config `conv_impl`).
 
-Four choices, each a function with `lax.conv_general_dilated`'s signature that `nn.Conv` accepts
+Five choices, each a function with `lax.conv_general_dilated`'s signature that `nn.Conv` accepts
 as its `conv_general_dilated` attribute:
 
 * ``"xla"``  -- `lax.conv_general_dilated` itself (XLA's convolution; the fast one on GPU and TPU).
@@ -22,10 +22,15 @@ as its `conv_general_dilated` attribute:
   the matmul unit, while the elementwise form fuses into one loop without materialising patches.
 * ``"winograd"`` -- Winograd's F(2×2, 3×3) (`visionax.layers.winograd`) for every pass of the
   stride-1 3×3 convolutions, 2.25× fewer multiplies than patches + dot; "gemm" for the others.
-* ``"auto"`` -- elsewhere than on the CPU, ``"xla"``; on the CPU backend, per convolution and per
-  pass, whichever measured faster there (`_auto_cpu_passes`): XLA's forward convolution and
-  stride-1 input gradient for 3x3-like stride-1 kernels with >= 128 features a side on maps of
-  at least 8x8, gemm for everything else and for every kernel gradient. Decided at trace time from the default backend.
+* ``"onednn"`` -- on the CPU, oneDNN's convolution primitives (the kernels behind PyTorch's CPU
+  convolutions: direct convolutions on NHWC data near the matmul peak, no patch matrices) as XLA
+  FFI calls (`visionax.layers.onednn_conv`), for 2-D float32 convolutions with non-negative padding
+  and no input dilation, "gemm" for the other forms; XLA's elsewhere than on the CPU.
+* ``"auto"`` -- elsewhere than on the CPU, ``"xla"``; on the CPU, ``"onednn"`` where it applies
+  and its library can be built (`_AUTO_ONEDNN`), else per convolution and per pass whichever
+  measured faster (`_auto_cpu_passes`): XLA's forward convolution and stride-1 input gradient for
+  3x3-like stride-1 kernels with >= 128 features a side on maps of at least 8x8, gemm for
+  everything else and for every kernel gradient. Decided at trace time from the default backend.
 
 All of them give the same values and gradients (tests/test_conv.py checks them against
 `lax.conv_general_dilated` to 1e-5 for strides, SAME/VALID/explicit padding, input and kernel

@@ -52,25 +52,23 @@ struct Geometry {
   memory::desc source() const { return activations(height, width, in_features); }
   memory::desc destination() const { return activations(out_height, out_width, out_features); }
 
-  // The HWIO kernel as oneDNN's (G,) O, I, KH, KW dimensions with HWIO strides.
+  // oneDNN's kernel dimensions: (O, I, KH, KW), or (G, O/G, I/G, KH, KW) with groups.
+  memory::dims kernel_dims() const {
+    const int64_t in_group = in_features / groups, out_group = out_features / groups;
+    if (groups == 1) return {out_features, in_group, kernel_h, kernel_w};
+    return {groups, out_group, in_group, kernel_h, kernel_w};
+  }
+  // The HWIO buffer described by its strides in those dimensions.
   memory::desc hwio_kernel() const {
     const int64_t in_group = in_features / groups, out_group = out_features / groups;
     const int64_t row = kernel_w * in_group * out_features, column = in_group * out_features;
-    if (groups == 1) {
-      return memory::desc({out_features, in_group, kernel_h, kernel_w}, memory::data_type::f32,
-                          memory::dims{1, out_features, row, column});
-    }
-    return memory::desc({groups, out_group, in_group, kernel_h, kernel_w}, memory::data_type::f32,
-                        memory::dims{out_group, 1, out_features, row, column});
+    memory::dims strides = {1, out_features, row, column};
+    if (groups != 1) strides = {out_group, 1, out_features, row, column};
+    return memory::desc(kernel_dims(), memory::data_type::f32, strides);
   }
+  // Whatever layout the chosen kernel prefers.
   memory::desc any_kernel() const {
-    const int64_t in_group = in_features / groups, out_group = out_features / groups;
-    if (groups == 1) {
-      return memory::desc({out_features, in_group, kernel_h, kernel_w}, memory::data_type::f32,
-                          tag::any);
-    }
-    return memory::desc({groups, out_group, in_group, kernel_h, kernel_w}, memory::data_type::f32,
-                        tag::any);
+    return memory::desc(kernel_dims(), memory::data_type::f32, tag::any);
   }
   memory::dims strides() const { return {stride[0], stride[1]}; }
   memory::dims dilates() const { return {dilation[0] - 1, dilation[1] - 1}; }  // oneDNN: 0 = none
@@ -132,6 +130,14 @@ void Execute(const memory::desc& scratchpad_desc, Body body) {
   stream.wait();
 }
 
+// The user's HWIO kernel in the layout `wanted` by the primitive (reordered on `stream` if needed).
+memory KernelAs(const memory::desc& wanted, memory& user_kernel, dnnl::stream& stream) {
+  if (wanted == user_kernel.get_desc()) return user_kernel;
+  memory kernel(wanted, Engine());
+  dnnl::reorder(user_kernel, kernel).execute(stream, user_kernel, kernel);
+  return kernel;
+}
+
 ffi::Error Describe(Geometry& g, ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
                     ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
                     int64_t groups) {
@@ -187,11 +193,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
     memory user_kernel(g.hwio_kernel(), Engine(), w.typed_data());
     memory destination(g.destination(), Engine(), y->typed_data());
     Execute(p.forward_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
-      memory kernel = user_kernel;
-      if (p.forward_desc.weights_desc() != g.hwio_kernel()) {
-        kernel = memory(p.forward_desc.weights_desc(), Engine());
-        dnnl::reorder(user_kernel, kernel).execute(s, user_kernel, kernel);
-      }
+      memory kernel = KernelAs(p.forward_desc.weights_desc(), user_kernel, s);
       p.forward.execute(s, {{DNNL_ARG_SRC, source}, {DNNL_ARG_WEIGHTS, kernel},
                             {DNNL_ARG_DST, destination}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
     });
@@ -218,11 +220,7 @@ ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
     memory user_kernel(g.hwio_kernel(), Engine(), w.typed_data());
     memory diff_source(g.source(), Engine(), dx->typed_data());
     Execute(p.backward_data_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
-      memory kernel = user_kernel;
-      if (p.backward_data_desc.weights_desc() != g.hwio_kernel()) {
-        kernel = memory(p.backward_data_desc.weights_desc(), Engine());
-        dnnl::reorder(user_kernel, kernel).execute(s, user_kernel, kernel);
-      }
+      memory kernel = KernelAs(p.backward_data_desc.weights_desc(), user_kernel, s);
       p.backward_data.execute(s, {{DNNL_ARG_DIFF_DST, diff_destination},
                                   {DNNL_ARG_WEIGHTS, kernel},
                                   {DNNL_ARG_DIFF_SRC, diff_source},

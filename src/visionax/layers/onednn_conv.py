@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -110,8 +111,10 @@ def _build(library: pathlib.Path, include: pathlib.Path, lib_dir: pathlib.Path) 
         ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or ["no output"]
+            first_error = next((line for line in lines if "error" in line), lines[-1])
             raise UserError(f"building the oneDNN convolution failed ({' '.join(command)}): "
-                            f"{result.stderr.strip().splitlines()[-1] if result.stderr else 'no output'}")
+                            f"{first_error.strip()}")
         os.replace(built, library)  # atomic: concurrent builders (pytest -n) never see half a file
 
 
@@ -139,10 +142,13 @@ def load() -> ctypes.CDLL:
 
 @functools.cache
 def available() -> bool:
-    """Whether `load()` succeeds here (a compiler, the oneDNN wheels, x86-64 Linux)."""
+    """Whether `load()` succeeds here (a compiler, the oneDNN wheels, x86-64 Linux); warns once
+    with the reason where it does not."""
     try:
         load()
-    except UserError:
+    except UserError as error:
+        warnings.warn(f"oneDNN convolutions are unavailable, conv_impl='auto' uses the slower "
+                      f"patch-based CPU convolutions: {error}", stacklevel=2)
         return False
     return True
 
