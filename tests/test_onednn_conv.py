@@ -91,6 +91,17 @@ def test_onednn_under_shard_map_equals_one_device(impl):
         np.testing.assert_allclose(got, want, **TOL)
 
 
+def test_onednn_under_vmap_equals_lax():
+    # per-example convolutions (e.g. per-example gradients): one FFI call per example
+    rng = np.random.default_rng(7)
+    x = _normal(rng, (3, 2, 6, 6, 4))
+    w = _normal(rng, (3, 3, 3, 4, 5), 0.3)
+    kw = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=DN)
+    got = jax.jit(jax.vmap(lambda x, w: conv_general_dilated_for("onednn")(x, w, **kw)))(x, w)
+    want = jax.vmap(lambda x, w: lax.conv_general_dilated(x, w, **kw))(x, w)
+    np.testing.assert_allclose(got, want, **TOL)
+
+
 def test_auto_uses_onednn_on_the_cpu():
     x, w, rng = _inputs(6, (8, 8), (3, 3), 4, 6, 1)
     conv = conv_general_dilated_for("auto")

@@ -168,7 +168,9 @@ def _call(name: str, result_shape: tuple[int, ...], geometry: Geometry, *operand
     operands = [jax.lax.pcast(o, tuple(varying - _varying_axes(o)), to="varying")
                 if varying - _varying_axes(o) else o for o in operands]
     out = jax.typeof(operands[0]).update(shape=result_shape, dtype=jnp.float32)
-    return jax.ffi.ffi_call(f"visionax_onednn_conv_{name}", out)(*operands, **geometry.attributes())
+    # under vmap one call per example: correct for any batching, if not fast
+    call = jax.ffi.ffi_call(f"visionax_onednn_conv_{name}", out, vmap_method="sequential")
+    return call(*operands, **geometry.attributes())
 
 
 def _output_shape(x_shape, w_shape, geometry: Geometry) -> tuple[int, ...]:
