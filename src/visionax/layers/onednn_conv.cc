@@ -120,16 +120,6 @@ const Primitives& PrimitivesFor(const Geometry& g) {
   return *entry;
 }
 
-// Runs `body(stream, scratchpad)` with a scratchpad of `desc` and waits for it.
-template <typename Body>
-void Execute(const memory::desc& scratchpad_desc, Body body) {
-  dnnl::stream stream(Engine());
-  std::vector<uint8_t> bytes(scratchpad_desc.get_size());
-  memory scratchpad(scratchpad_desc, Engine(), bytes.data());
-  body(stream, scratchpad);
-  stream.wait();
-}
-
 // The user's HWIO kernel in the layout `wanted` by the primitive (reordered on `stream` if needed).
 memory KernelAs(const memory::desc& wanted, memory& user_kernel, dnnl::stream& stream) {
   if (wanted == user_kernel.get_desc()) return user_kernel;
@@ -138,130 +128,94 @@ memory KernelAs(const memory::desc& wanted, memory& user_kernel, dnnl::stream& s
   return kernel;
 }
 
-ffi::Error Describe(Geometry& g, ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
-                    ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
-                    int64_t groups) {
-  if (strides.size() != 2 || pad_lo.size() != 2 || pad_hi.size() != 2 || dilation.size() != 2) {
+enum class Pass { kForward, kBackwardData, kBackwardWeights };
+
+// One pass of the convolution described by the buffers' shapes and the attributes. `x`, `w`, `y`
+// are the input, kernel and output buffers, or their gradients, as the pass reads or writes them.
+template <typename X, typename W, typename Y>
+ffi::Error Run(Pass pass, X x, W w, Y y, ffi::Span<const int64_t> strides,
+               ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+               ffi::Span<const int64_t> dilation, int64_t groups) {
+  if (strides.size() != 2 || pad_lo.size() != 2 || pad_hi.size() != 2 || dilation.size() != 2 ||
+      x.dimensions().size() != 4 || w.dimensions().size() != 4 || y.dimensions().size() != 4) {
     return ffi::Error::InvalidArgument("onednn conv: 2 spatial dimensions expected");
   }
+  Geometry g;
+  auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
+  g.batch = xd[0], g.height = xd[1], g.width = xd[2], g.in_features = xd[3];
+  g.kernel_h = wd[0], g.kernel_w = wd[1], g.out_features = wd[3];
+  g.out_height = yd[1], g.out_width = yd[2];
   for (int i = 0; i < 2; ++i) {
-    g.stride[i] = strides[i];
-    g.pad_lo[i] = pad_lo[i];
-    g.pad_hi[i] = pad_hi[i];
+    g.stride[i] = strides[i], g.pad_lo[i] = pad_lo[i], g.pad_hi[i] = pad_hi[i];
     g.dilation[i] = dilation[i];
   }
   g.groups = groups;
+  try {
+    const Primitives& p = PrimitivesFor(g);
+    memory activations_in(g.source(), Engine(), x.untyped_data());
+    memory user_kernel(g.hwio_kernel(), Engine(), w.untyped_data());
+    memory activations_out(g.destination(), Engine(), y.untyped_data());
+    dnnl::stream stream(Engine());
+    // one scratchpad per call (scratchpad_mode::user): concurrent calls never share one
+    auto scratchpad_for = [](const dnnl::primitive_desc_base& desc, std::vector<uint8_t>& bytes) {
+      bytes.resize(desc.scratchpad_desc().get_size());
+      return memory(desc.scratchpad_desc(), Engine(), bytes.data());
+    };
+    std::vector<uint8_t> bytes;
+    switch (pass) {
+      case Pass::kForward: {
+        memory kernel = KernelAs(p.forward_desc.weights_desc(), user_kernel, stream);
+        p.forward.execute(stream, {{DNNL_ARG_SRC, activations_in}, {DNNL_ARG_WEIGHTS, kernel},
+                                   {DNNL_ARG_DST, activations_out},
+                                   {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.forward_desc, bytes)}});
+        break;
+      }
+      case Pass::kBackwardData: {
+        memory kernel = KernelAs(p.backward_data_desc.weights_desc(), user_kernel, stream);
+        p.backward_data.execute(
+            stream, {{DNNL_ARG_DIFF_DST, activations_out}, {DNNL_ARG_WEIGHTS, kernel},
+                     {DNNL_ARG_DIFF_SRC, activations_in},
+                     {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.backward_data_desc, bytes)}});
+        break;
+      }
+      case Pass::kBackwardWeights: {
+        const memory::desc wanted = p.backward_weights_desc.diff_weights_desc();
+        const bool direct = wanted == user_kernel.get_desc();
+        memory kernel = direct ? user_kernel : memory(wanted, Engine());
+        p.backward_weights.execute(
+            stream, {{DNNL_ARG_SRC, activations_in}, {DNNL_ARG_DIFF_DST, activations_out},
+                     {DNNL_ARG_DIFF_WEIGHTS, kernel},
+                     {DNNL_ARG_SCRATCHPAD, scratchpad_for(p.backward_weights_desc, bytes)}});
+        if (!direct) dnnl::reorder(kernel, user_kernel).execute(stream, kernel, user_kernel);
+        break;
+      }
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  }
   return ffi::Error::Success();
-}
-
-template <typename Buffer>
-void SetInput(Geometry& g, const Buffer& x) {
-  auto d = x.dimensions();
-  g.batch = d[0], g.height = d[1], g.width = d[2], g.in_features = d[3];
-}
-
-template <typename Buffer>
-void SetKernel(Geometry& g, const Buffer& w) {
-  auto d = w.dimensions();
-  g.kernel_h = d[0], g.kernel_w = d[1], g.out_features = d[3];
-}
-
-template <typename Buffer>
-void SetOutput(Geometry& g, const Buffer& y) {
-  auto d = y.dimensions();
-  g.batch = d[0], g.out_height = d[1], g.out_width = d[2], g.out_features = d[3];
-}
-
-ffi::Error Failure(const dnnl::error& e) {
-  return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
 }
 
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                        ffi::ResultBuffer<ffi::F32> y, ffi::Span<const int64_t> strides,
                        ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
                        ffi::Span<const int64_t> dilation, int64_t groups) {
-  Geometry g;
-  if (auto error = Describe(g, strides, pad_lo, pad_hi, dilation, groups); error.failure()) {
-    return error;
-  }
-  SetInput(g, x);
-  SetKernel(g, w);
-  SetOutput(g, *y);
-  try {
-    const Primitives& p = PrimitivesFor(g);
-    memory source(g.source(), Engine(), x.typed_data());
-    memory user_kernel(g.hwio_kernel(), Engine(), w.typed_data());
-    memory destination(g.destination(), Engine(), y->typed_data());
-    Execute(p.forward_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
-      memory kernel = KernelAs(p.forward_desc.weights_desc(), user_kernel, s);
-      p.forward.execute(s, {{DNNL_ARG_SRC, source}, {DNNL_ARG_WEIGHTS, kernel},
-                            {DNNL_ARG_DST, destination}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    });
-  } catch (const dnnl::error& e) {
-    return Failure(e);
-  }
-  return ffi::Error::Success();
+  return Run(Pass::kForward, x, w, *y, strides, pad_lo, pad_hi, dilation, groups);
 }
 
 ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                             ffi::ResultBuffer<ffi::F32> dx, ffi::Span<const int64_t> strides,
                             ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
                             ffi::Span<const int64_t> dilation, int64_t groups) {
-  Geometry g;
-  if (auto error = Describe(g, strides, pad_lo, pad_hi, dilation, groups); error.failure()) {
-    return error;
-  }
-  SetInput(g, *dx);
-  SetKernel(g, w);
-  SetOutput(g, dy);
-  try {
-    const Primitives& p = PrimitivesFor(g);
-    memory diff_destination(g.destination(), Engine(), dy.typed_data());
-    memory user_kernel(g.hwio_kernel(), Engine(), w.typed_data());
-    memory diff_source(g.source(), Engine(), dx->typed_data());
-    Execute(p.backward_data_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
-      memory kernel = KernelAs(p.backward_data_desc.weights_desc(), user_kernel, s);
-      p.backward_data.execute(s, {{DNNL_ARG_DIFF_DST, diff_destination},
-                                  {DNNL_ARG_WEIGHTS, kernel},
-                                  {DNNL_ARG_DIFF_SRC, diff_source},
-                                  {DNNL_ARG_SCRATCHPAD, scratchpad}});
-    });
-  } catch (const dnnl::error& e) {
-    return Failure(e);
-  }
-  return ffi::Error::Success();
+  return Run(Pass::kBackwardData, *dx, w, dy, strides, pad_lo, pad_hi, dilation, groups);
 }
 
 ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                ffi::ResultBuffer<ffi::F32> dw, ffi::Span<const int64_t> strides,
                                ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
                                ffi::Span<const int64_t> dilation, int64_t groups) {
-  Geometry g;
-  if (auto error = Describe(g, strides, pad_lo, pad_hi, dilation, groups); error.failure()) {
-    return error;
-  }
-  SetInput(g, x);
-  SetKernel(g, *dw);
-  SetOutput(g, dy);
-  try {
-    const Primitives& p = PrimitivesFor(g);
-    memory source(g.source(), Engine(), x.typed_data());
-    memory diff_destination(g.destination(), Engine(), dy.typed_data());
-    memory user_kernel(g.hwio_kernel(), Engine(), dw->typed_data());
-    Execute(p.backward_weights_desc.scratchpad_desc(), [&](dnnl::stream& s, memory& scratchpad) {
-      const bool direct = p.backward_weights_desc.diff_weights_desc() == g.hwio_kernel();
-      memory kernel =
-          direct ? user_kernel : memory(p.backward_weights_desc.diff_weights_desc(), Engine());
-      p.backward_weights.execute(s, {{DNNL_ARG_SRC, source},
-                                     {DNNL_ARG_DIFF_DST, diff_destination},
-                                     {DNNL_ARG_DIFF_WEIGHTS, kernel},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
-      if (!direct) dnnl::reorder(kernel, user_kernel).execute(s, kernel, user_kernel);
-    });
-  } catch (const dnnl::error& e) {
-    return Failure(e);
-  }
-  return ffi::Error::Success();
+  return Run(Pass::kBackwardWeights, x, *dw, dy, strides, pad_lo, pad_hi, dilation, groups);
 }
 
 template <typename Binding>
