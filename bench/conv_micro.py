@@ -1,17 +1,18 @@
-"""Convolution micro-benchmark: the conv layers of a ResNet-18, forward + backward.
+"""Convolution micro-benchmark: the conv layers of a network, forward + backward.
 
-    python -m bench.conv_micro [--net cifar|small] [--batch 128] [--reps 3] [--variants xla,gemm,...]
+    python -m bench.conv_micro [--net cifar|small|depthwise] [--batch 128] [--reps 3]
+                               [--variants xla,gemm,...]
 
-Networks: `cifar` is ResNet-18 with the CIFAR stem and width 64 on 32×32 images (issue 7's
+Networks (`--net`): `cifar` is ResNet-18 with the CIFAR stem and width 64 on 32×32 images (issue 7's
 model); `small` is ResNet-18 with the ImageNet stem (7×7/2 convolution, max-pool) and width 32 on
 32×32 images, the encoder of the CIFAR-10 SimCLR/MoCo quality runs, whose last stages run on 2×2
-and 1×1 maps.
+and 1×1 maps; `depthwise` is three depthwise 3×3 convolutions (MobileNet-style) at CIFAR sizes.
 
-Variants: xla, gemm, winograd, onednn, auto, auto_without_onednn, gemm_unchunked, gemm_chunk1M, gemm_chunk16M, gemm_col2im,
-gemm_autodiff, and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward, input grad,
+Variants: xla, gemm, winograd, onednn, auto, auto_without_onednn, gemm_unchunked, gemm_chunk1M,
+gemm_chunk16M, gemm_col2im, gemm_autodiff, and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward, input grad,
 kernel grad; x = XLA, g = gemm, w = Winograd where it applies, gemm elsewhere).
 Each distinct layer is timed on its own (value, input gradient and kernel gradient; the stem
-needs no input gradient) and weighted by how often it occurs in ResNet-18, so the total is the
+needs no input gradient) and weighted by how often it occurs in the network, so the total is the
 convolution time of one training step. Variants of "gemm" toggle its backward strategy
 (see src/visionax/layers/conv.py). Prints ms per layer, the total, images/s of the conv stack
 alone, and achieved FLOP/s as a fraction of a matmul peak measured in the same run.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,34 +33,52 @@ from jax import lax
 from bench.common import matmul_peak
 from visionax.layers import conv as convmod
 
-# (name, H, Cin, Cout, k, stride, count in the network)
+class Layer(NamedTuple):
+    """One convolution of a network: square input maps of side `size`, `count` of them."""
+
+    name: str
+    size: int
+    in_features: int
+    out_features: int
+    kernel: int
+    stride: int
+    count: int
+    groups: int = 1
+
+
 CIFAR_LAYERS = [
-    ("stem 3x3 3>64 @32", 32, 3, 64, 3, 1, 1),
-    ("3x3 64>64 @32", 32, 64, 64, 3, 1, 4),
-    ("3x3/2 64>128 @32", 32, 64, 128, 3, 2, 1),
-    ("1x1/2 64>128 @32", 32, 64, 128, 1, 2, 1),
-    ("3x3 128>128 @16", 16, 128, 128, 3, 1, 3),
-    ("3x3/2 128>256 @16", 16, 128, 256, 3, 2, 1),
-    ("1x1/2 128>256 @16", 16, 128, 256, 1, 2, 1),
-    ("3x3 256>256 @8", 8, 256, 256, 3, 1, 3),
-    ("3x3/2 256>512 @8", 8, 256, 512, 3, 2, 1),
-    ("1x1/2 256>512 @8", 8, 256, 512, 1, 2, 1),
-    ("3x3 512>512 @4", 4, 512, 512, 3, 1, 3),
+    Layer("stem 3x3 3>64 @32", 32, 3, 64, 3, 1, 1),
+    Layer("3x3 64>64 @32", 32, 64, 64, 3, 1, 4),
+    Layer("3x3/2 64>128 @32", 32, 64, 128, 3, 2, 1),
+    Layer("1x1/2 64>128 @32", 32, 64, 128, 1, 2, 1),
+    Layer("3x3 128>128 @16", 16, 128, 128, 3, 1, 3),
+    Layer("3x3/2 128>256 @16", 16, 128, 256, 3, 2, 1),
+    Layer("1x1/2 128>256 @16", 16, 128, 256, 1, 2, 1),
+    Layer("3x3 256>256 @8", 8, 256, 256, 3, 1, 3),
+    Layer("3x3/2 256>512 @8", 8, 256, 512, 3, 2, 1),
+    Layer("1x1/2 256>512 @8", 8, 256, 512, 1, 2, 1),
+    Layer("3x3 512>512 @4", 4, 512, 512, 3, 1, 3),
 ]
 SMALL_LAYERS = [
-    ("stem 7x7/2 3>32 @32", 32, 3, 32, 7, 2, 1),
-    ("3x3 32>32 @8", 8, 32, 32, 3, 1, 4),
-    ("3x3/2 32>64 @8", 8, 32, 64, 3, 2, 1),
-    ("1x1/2 32>64 @8", 8, 32, 64, 1, 2, 1),
-    ("3x3 64>64 @4", 4, 64, 64, 3, 1, 3),
-    ("3x3/2 64>128 @4", 4, 64, 128, 3, 2, 1),
-    ("1x1/2 64>128 @4", 4, 64, 128, 1, 2, 1),
-    ("3x3 128>128 @2", 2, 128, 128, 3, 1, 3),
-    ("3x3/2 128>256 @2", 2, 128, 256, 3, 2, 1),
-    ("1x1/2 128>256 @2", 2, 128, 256, 1, 2, 1),
-    ("3x3 256>256 @1", 1, 256, 256, 3, 1, 3),
+    Layer("stem 7x7/2 3>32 @32", 32, 3, 32, 7, 2, 1),
+    Layer("3x3 32>32 @8", 8, 32, 32, 3, 1, 4),
+    Layer("3x3/2 32>64 @8", 8, 32, 64, 3, 2, 1),
+    Layer("1x1/2 32>64 @8", 8, 32, 64, 1, 2, 1),
+    Layer("3x3 64>64 @4", 4, 64, 64, 3, 1, 3),
+    Layer("3x3/2 64>128 @4", 4, 64, 128, 3, 2, 1),
+    Layer("1x1/2 64>128 @4", 4, 64, 128, 1, 2, 1),
+    Layer("3x3 128>128 @2", 2, 128, 128, 3, 1, 3),
+    Layer("3x3/2 128>256 @2", 2, 128, 256, 3, 2, 1),
+    Layer("1x1/2 128>256 @2", 2, 128, 256, 1, 2, 1),
+    Layer("3x3 256>256 @1", 1, 256, 256, 3, 1, 3),
 ]
-NETWORKS = {"cifar": CIFAR_LAYERS, "small": SMALL_LAYERS}
+# the depthwise 3×3 convolutions of MobileNet-style blocks at CIFAR sizes
+DEPTHWISE_LAYERS = [
+    Layer("dw 3x3 64 @32", 32, 64, 64, 3, 1, 1, groups=64),
+    Layer("dw 3x3/2 128 @16", 16, 128, 128, 3, 2, 1, groups=128),
+    Layer("dw 3x3 256 @8", 8, 256, 256, 3, 1, 1, groups=256),
+]
+NETWORKS = {"cifar": CIFAR_LAYERS, "small": SMALL_LAYERS, "depthwise": DEPTHWISE_LAYERS}
 
 G, X, W = "gemm", "xla", "winograd"
 # name -> ((forward, input gradient, kernel gradient) implementations, module knobs)
@@ -92,7 +112,7 @@ DEFAULTS = {"_CHUNK_BYTES": convmod._CHUNK_BYTES, "_DX_COL2IM_ALWAYS": False,
             "_USE_CUSTOM_VJP": True, "_AUTO_ONEDNN": True}
 
 
-def layer_fn(passes, stride, pad, need_dx):
+def layer_fn(passes, stride, pad, need_dx, groups=1):
     if passes is None:
         conv = convmod.conv_general_dilated_for("auto")
     elif passes == (X, X, X):
@@ -100,7 +120,7 @@ def layer_fn(passes, stride, pad, need_dx):
     else:
         conv = functools.partial(convmod._conv_by_passes, passes)
     kw = dict(window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+              dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
     def f(x, w, dy):
         if need_dx:
@@ -136,20 +156,20 @@ def main(argv=None):
     totals = {n: 0.0 for n in names}
     flops_total = 0.0
     print(f"{'layer':22s} {'x':>3s} " + " ".join(f"{n:>18s}" for n in names) + "  (ms, fwd+bwd)")
-    for lname, h, cin, cout, k, s, count in NETWORKS[args.net]:
+    for lname, h, cin, cout, k, s, count, groups in NETWORKS[args.net]:
         x = jnp.asarray(rng.standard_normal((args.batch, h, h, cin), dtype=np.float32))
-        w = jnp.asarray(rng.standard_normal((k, k, cin, cout), dtype=np.float32) * 0.05)
+        w = jnp.asarray(rng.standard_normal((k, k, cin // groups, cout), dtype=np.float32) * 0.05)
         ho = (h + 2 * (k // 2) - k) // s + 1
         dy = jnp.asarray(rng.standard_normal((args.batch, ho, ho, cout), dtype=np.float32))
         need_dx = not lname.startswith("stem")
-        macs = args.batch * ho * ho * cout * k * k * cin
+        macs = args.batch * ho * ho * cout * k * k * cin // groups
         flops_total += count * 2 * macs * (3 if need_dx else 2)
         row = []
         for n in names:
             passes, knobs = VARIANTS[n]
             for key, val in {**DEFAULTS, **knobs}.items():
                 setattr(convmod, key, val)
-            dt = time_fn(layer_fn(passes, s, k // 2, need_dx), (x, w, dy), args.reps)
+            dt = time_fn(layer_fn(passes, s, k // 2, need_dx, groups), (x, w, dy), args.reps)
             totals[n] += count * dt
             row.append(dt)
         for key, val in DEFAULTS.items():

@@ -152,6 +152,10 @@ ffi::Error Run(Pass pass, X x, W w, Y y, ffi::Span<const int64_t> strides,
   g.groups = groups;
   try {
     const Primitives& p = PrimitivesFor(g);
+    // one convolution at a time: each already runs on every core through OpenMP, and XLA would
+    // otherwise start independent ones (a layer's two gradients) together, oversubscribing
+    static std::mutex running;
+    std::lock_guard<std::mutex> one_at_a_time(running);
     memory activations_in(g.source(), Engine(), x.untyped_data());
     memory user_kernel(g.hwio_kernel(), Engine(), w.untyped_data());
     memory activations_out(g.destination(), Engine(), y.untyped_data());

@@ -10,7 +10,8 @@ backward-weights primitives (a `jax.custom_vjp`). `visionax.layers.conv` routes
 The C++ source is compiled with the system C++ compiler on first use, against the oneDNN wheels
 (`onednn-cpu-gomp`, `onednn-devel-cpu-gomp`, dependencies of visionax on x86-64 Linux) and the XLA
 FFI headers of the installed jaxlib, into `$VISIONAX_CACHE` (default `~/.cache/visionax`), keyed by
-a hash of the source and those versions; later processes load the cached library.
+a hash of the source and those versions; later processes load the cached library. Loading it sets `OMP_WAIT_POLICY=PASSIVE` unless the
+environment already sets it, so that oneDNN's OpenMP threads sleep between convolutions.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ def load() -> ctypes.CDLL:
     library = cache / f"onednn_conv-{digest.hexdigest()[:16]}.so"
     if not library.exists():
         _build(library, include_prefix / "include", lib_prefix / "lib")
+    # GNU OpenMP's threads otherwise spin after each convolution, taking the cores from the XLA
+    # threads that run the next fused ops (8 % of a ResNet-18 step here); read when libgomp loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     handle = ctypes.cdll.LoadLibrary(str(library))
     for name, symbol in _TARGETS.items():
         jax.ffi.register_ffi_target(
