@@ -499,7 +499,9 @@ def conv_general_dilated_gemm(lhs, rhs, *args, **kwargs):
     return _conv_by_passes(("gemm", "gemm", "gemm"), lhs, rhs, *args, **kwargs)
 
 
-def _auto_cpu_passes(cfg: _Cfg, c: int, o: int, out_spatial: tuple[int, ...]) -> tuple[str, str, str]:
+def _auto_cpu_passes(
+    cfg: _Cfg, c: int, o: int, out_spatial: tuple[int, ...]
+) -> tuple[str, str, str]:
     """The fastest (forward, input gradient, kernel gradient) on the CPU for this convolution,
     whose output maps are `out_spatial`.
 
@@ -535,7 +537,8 @@ def _onednn_computes(x, w, cfg: _Cfg, out_spatial: tuple[int, ...], passes: str)
 
 
 def conv_general_dilated_auto(lhs, rhs, *args, **kwargs):
-    """On the CPU backend the fastest pass of each kind (`_auto_cpu_passes`), elsewhere XLA's."""
+    """On the CPU backend oneDNN where it applies and can be built, else the fastest pass of each
+    kind (`_auto_cpu_passes`); elsewhere XLA's."""
     if jax.default_backend() == "cpu":
         return _conv_by_passes("auto-cpu", lhs, rhs, *args, **kwargs)
     return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
