@@ -456,10 +456,7 @@ def _conv_by_passes(
         kernel, strides, pads, lhs_dilation, rhs_dilation, g,
         tuple(precision) if isinstance(precision, list) else precision, preferred_element_type,
     )
-    out_spatial = tuple(
-        _out_size(size + lo + hi + (size - 1) * (d - 1), k, st, r)
-        for size, (lo, hi), d, k, st, r in zip(
-            x.shape[1:-1], pads, lhs_dilation, kernel, strides, rhs_dilation))
+    out_spatial = _out_spatial(x.shape[1:-1], cfg)
     if passes in ("onednn", "auto-cpu") and _onednn_computes(x, w, cfg, out_spatial, passes):
         y = onednn_conv.convolve(x, w, onednn_conv.Geometry(strides, pads, rhs_dilation, g))
     else:

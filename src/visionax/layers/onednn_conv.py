@@ -178,12 +178,13 @@ def _call(name: str, result_shape: tuple[int, ...], geometry: Geometry, *operand
 
 
 def _output_shape(x_shape, w_shape, geometry: Geometry) -> tuple[int, ...]:
-    spatial = []
-    for size, k, stride, (lo, hi), dilation in zip(
-            x_shape[1:3], w_shape[:2], geometry.strides, geometry.pads, geometry.dilation):
-        extent = (k - 1) * dilation + 1
-        spatial.append(max(0, (size + lo + hi - extent) // stride + 1))
-    return (x_shape[0], *spatial, w_shape[-1])
+    """The output shape by lax's own shape rule for the same convolution."""
+    convolution = functools.partial(
+        jax.lax.conv_general_dilated, window_strides=geometry.strides, padding=geometry.pads,
+        rhs_dilation=geometry.dilation, feature_group_count=geometry.groups,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.eval_shape(convolution, jax.ShapeDtypeStruct(x_shape, jnp.float32),
+                          jax.ShapeDtypeStruct(w_shape, jnp.float32)).shape
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
