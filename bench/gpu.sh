@@ -9,11 +9,14 @@
 # and the memory of the NT-Xent loss: compiled on the GPU (one device, the whole similarity matrix)
 # and sharded 8 ways (8 fake CPU devices: what each device of an 8-GPU host would hold).
 #
-# Prepare (here, with network; only dm-pix is missing there, the benchmark needs no TFDS):
-#   echo /.whl/ >> .git/info/exclude
+# Prepare (here, with network; of what the benchmark imports only dm-pix is missing there; the
+# main jobs also need ml_collections, tensorboardX, importlib_resources and TFDS with its
+# dependencies array-record, dm-tree, immutabledict, promise, simple-parsing, docstring-parser,
+# tensorflow-metadata, googleapis-common-protos, termcolor and toml, each as a wheel in .whl):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl dm-pix==0.4.4
-# Run (device tool): command `bash bench/gpu.sh`, carry [".whl"], timeout_s 600 (takes ~6 min).
+# Run (device tool): command `bash bench/gpu.sh`, carry [".whl"], timeout_s 600 (took 3 min 50 s on
+# an H100, figures in BUILD_NOTES.md).
 # Everything printed is also written to $OUT/gpu.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,10 +59,10 @@ for dtype in bfloat16 float32; do
   done
 done
 
-PLATFORM="$("$PY" -c 'import jax; print(jax.default_backend())')"
 for batch in $BATCHES; do
-  echo "=== NT-Xent memory, global batch $batch pairs, on the $PLATFORM (one device)" | tee -a "$LOG"
-  log env JAX_PLATFORMS="$PLATFORM" timeout 120 "$PY" -m bench.loss_memory --global_batch "$batch" --devices 1
+  # bench.loss_memory defaults to the CPU; "gpu" would also ask for ROCm and fail on an NVIDIA host.
+  echo "=== NT-Xent memory, global batch $batch pairs, on the GPU (one device)" | tee -a "$LOG"
+  log env JAX_PLATFORMS=cuda timeout 120 "$PY" -m bench.loss_memory --global_batch "$batch" --devices 1
   echo "=== NT-Xent memory, global batch $batch pairs, sharded over 8 (fake CPU) devices" | tee -a "$LOG"
   log env JAX_PLATFORMS=cpu timeout 120 "$PY" -m bench.loss_memory --global_batch "$batch" --devices 8
 done
