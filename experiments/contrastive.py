@@ -61,11 +61,13 @@ def view_settings(config: ml_collections.ConfigDict, image_shape) -> ViewSetting
     )
 
 
-def encoder(config: ml_collections.ConfigDict, *, bn_axis_name: str | None):
-    """The backbone `config.model` as a feature extractor `[batch, h, w, c] → [batch, features]`."""
+def encoder(config: ml_collections.ConfigDict, *, bn_axis_name: str | None, bn_splits: int = 1):
+    """The backbone `config.model` as a feature extractor `[batch, h, w, c] → [batch, features]`,
+    with split BatchNorm (statistics per slice of batch/bn_splits examples) when `bn_splits` > 1."""
+    options = config.model_options.to_dict() | ({"bn_splits": bn_splits} if bn_splits > 1 else {})
     return models.get_model(
         config.model, num_classes=None, dtype=compute_dtype(config.dtype), conv_impl=config.conv_impl,
-        bn_axis_name=bn_axis_name, **config.model_options.to_dict(),
+        bn_axis_name=bn_axis_name, **options,
     )
 
 

@@ -9,7 +9,8 @@ import jax
 import ml_collections
 
 from experiments import contrastive
-from visionax import cli, schedules
+from visionax import cli, models, schedules
+from visionax.errors import UserError
 from visionax.ssl import moco
 from visionax.ssl.heads import ContrastiveModel
 from visionax.train import loop, optimizer
@@ -41,9 +42,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     moco_settings = settings(config)
     moco.check_queue_size(moco_settings.queue_size, config.batch_size)
     num_steps = config.epochs * setup.batches.steps_per_epoch
-    # Per-device BatchNorm: shuffle BN, not synchronised BN, keeps the key batch statistics honest.
+    # Per-device BatchNorm: shuffle BN, not synchronised BN, keeps the key batch statistics honest;
+    # split into groups of bn_group_size examples, it does so on one device too.
+    splits = moco.bn_splits(config.bn_group_size, config.batch_size // setup.data_parallel.device_count)
+    if splits > 1 and "bn_splits" not in models.model_options(config.model):
+        raise UserError(f"model {config.model!r} has no split BatchNorm (bn_splits), which "
+                        f"bn_group_size={config.bn_group_size} asks for; use a ResNet encoder or "
+                        f"--config.bn_group_size=0 (statistics over each device's whole batch)")
     model = ContrastiveModel(
-        encoder=contrastive.encoder(config, bn_axis_name=None),
+        encoder=contrastive.encoder(config, bn_axis_name=None, bn_splits=splits),
         head=moco.projection_head(moco_settings, config.head_hidden_dim),
     )
     state = moco.create_train_state(

@@ -56,6 +56,9 @@ def test_moco_v2_learns(tmp_path, digits_dir):
     [
         (moco, moco_config, {"queue_size": 1000}, "queue_size=1000 is not a multiple of the global batch 128"),
         (moco, moco_config, {"version": "v3"}, "unknown MoCo version 'v3'"),
+        # 8 devices: 16 examples each.
+        (moco, moco_config, {"bn_group_size": 6}, "bn_group_size=6 does not divide the per-device batch 16.*=4"),
+        (moco, moco_config, {"bn_group_size": 4}, "model 'small_cnn' has no split BatchNorm"),
         (simclr, simclr_config, {"temperature": 0.0}, "temperature=0.0 must be positive"),
         (simclr, simclr_config, {"learning_rate": -1.0}, "learning_rate=-1.0 must be positive"),
     ],

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec
 
 from visionax.data.augment import simclr_views
 from visionax.errors import UserError
+from visionax.layers.norm import BatchNorm
 from visionax.losses import info_nce
 from visionax.losses.contrastive import l2_normalize
 from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
@@ -116,11 +117,26 @@ def initial_state():
                                    (8, 8, 1), SETTINGS, global_batch=16)
 
 
-def run(devices, impl, images, steps=2):
+class TinyBatchNormEncoder(nn.Module):
+    """Convolution, split BatchNorm (statistics per slice of batch/bn_splits examples), ReLU, pool."""
+
+    bn_splits: int = 1
+
+    @nn.compact
+    def __call__(self, images, train=False):
+        x = nn.Conv(4, (3, 3))(images)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, num_splits=self.bn_splits)(x)
+        return jnp.mean(nn.relu(x), axis=(1, 2))
+
+
+def run(devices, impl, images, steps=2, model=None):
     parallel = DataParallel(make_mesh(jax.devices()[:devices]), impl)
     step = parallel.step(functools.partial(moco.train_step, settings=SETTINGS, view_settings=VIEWS),
                          donate=False)
-    states, losses = [initial_state()], []
+    model = model or tiny_model()
+    state = moco.create_train_state(jax.random.key(0), model, optax.sgd(0.5, momentum=0.9),
+                                    (8, 8, 1), SETTINGS, global_batch=16)
+    states, losses = [state], []
     for _ in range(steps):
         state, metrics = step(parallel.put_state(states[-1]), parallel.put_batch({"image": images}))
         states.append(jax.device_get(parallel.get_state(state)))
@@ -161,6 +177,34 @@ def test_eight_devices_equal_one_device(images, one_device):
     for state, expected in zip(states[1:], expected_states[1:]):
         chex.assert_trees_all_close(state.params, expected.params, rtol=1e-5, atol=1e-6)
         chex.assert_trees_all_close(state.extra, expected.extra, rtol=1e-5, atol=1e-6)
+
+
+def test_split_batchnorm_on_one_device_equals_shuffle_bn_on_eight(images):
+    """With BatchNorm, one device cut into 8 BatchNorm groups of 2 examples takes the same steps as
+    8 devices of 2 examples each: the shuffled keys land in the same groups, so shuffle BN hides the
+    positive key on one device too. Without the split, one device normalises all 16 together."""
+    def bn_model(splits):
+        return ContrastiveModel(TinyBatchNormEncoder(bn_splits=splits),
+                                moco.projection_head(SETTINGS, hidden_dim=8))
+
+    losses, states = run(1, "shard_map", images, model=bn_model(moco.bn_splits(2, 16)))
+    expected_losses, expected_states = run(DEVICES, "shard_map", images, model=bn_model(moco.bn_splits(2, 2)))
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+    for state, expected in zip(states[1:], expected_states[1:]):
+        chex.assert_trees_all_close(state.params, expected.params, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(state.batch_stats, expected.batch_stats, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(state.extra, expected.extra, rtol=1e-5, atol=1e-6)
+    whole_batch_losses, _ = run(1, "shard_map", images, model=bn_model(1))
+    assert not np.allclose(whole_batch_losses, expected_losses, rtol=1e-3)
+
+
+def test_bn_splits_from_the_group_size():
+    assert moco.bn_splits(32, 256) == 8
+    assert moco.bn_splits(0, 256) == moco.bn_splits(32, 32) == moco.bn_splits(64, 32) == 1
+    with pytest.raises(UserError, match=r"bn_group_size=24 does not divide the per-device batch 256.*bn_group_size=16"):
+        moco.bn_splits(24, 256)
+    with pytest.raises(UserError, match="non-negative"):
+        moco.bn_splits(-1, 256)
 
 
 def test_step_rejects_a_queue_the_global_batch_does_not_divide(images):

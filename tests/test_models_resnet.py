@@ -198,6 +198,32 @@ def test_synced_batchnorm_under_shard_map_equals_full_batch():
     assert not np.allclose(unsynced(variables, x), want_logits, atol=1e-3)
 
 
+def test_split_batchnorm_resnet_equals_the_plain_resnet_on_each_slice():
+    """bn_splits = 4: the training forward of 16 images equals the plain ResNet run on each group of
+    4 images alone, and every running average is the mean of the four groups' updates."""
+    options = dict(num_classes=10, width=4, cifar_stem=True)
+    split, plain = get_model("resnet18", bn_splits=4, **options), get_model("resnet18", **options)
+    x = jax.random.normal(jax.random.key(0), (16, 16, 16, 3)) * 2 + 0.5
+    variables = random_variables(plain, x)
+
+    def forward(model, x):
+        return jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(variables, x)
+
+    logits, updates = forward(split, x)
+    parts = [forward(plain, part) for part in jnp.split(x, 4)]
+    # Rounding differs (flax takes E[x²] − E[x]², the split layer two passes) and grows through 18 layers.
+    np.testing.assert_allclose(logits, jnp.concatenate([part[0] for part in parts]), rtol=1e-4, atol=1e-4)
+    expected = jax.tree.map(lambda *leaves: np.mean(leaves, axis=0), *[part[1] for part in parts])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), updates, expected)
+    assert not np.allclose(logits, forward(plain, x)[0], atol=1e-2)  # whole-batch statistics differ
+    # Evaluation uses the running averages: the split model is the plain one.
+    np.testing.assert_allclose(split.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(UserError, match="bn_splits"):
+        get_model("resnet18", bn_splits=0)
+    with pytest.raises(UserError, match="synchronised"):
+        get_model("resnet18", bn_splits=2, bn_axis_name="data")
+
+
 def test_resnet_options_and_their_errors():
     with pytest.raises(UserError, match="cifar_stem"):
         get_model("resnet50", cifar_stemm=True)

@@ -98,6 +98,46 @@ def test_batch_norm_matches_flax_in_training_and_evaluation(case):
     np.testing.assert_allclose(y_eval, (np.asarray(x) - mean) / np.sqrt(var + 1e-5) * scale + bias, **TOL)
 
 
+@pytest.mark.parametrize("case", sorted(BATCH_NORM_CASES))
+def test_split_batch_norm_normalises_each_slice_like_flax_on_that_slice(case):
+    """num_splits = G: every slice of batch/G examples equals flax's BatchNorm on that slice alone,
+    and the running averages move toward the mean of the G slices' statistics."""
+    shape, axis = BATCH_NORM_CASES[case]
+    splits = 4 if shape[0] % 4 == 0 else 2
+    ours = norm.BatchNorm(axis=axis, momentum=0.9, num_splits=splits)
+    ref = fnn.BatchNorm(axis=axis, momentum=0.9)
+    x = _inputs(shape) * jnp.arange(1, shape[0] + 1).reshape((-1,) + (1,) * (len(shape) - 1))
+    variables = _perturb(ours.init(jax.random.key(0), x, use_running_average=False))
+    y, updates = ours.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    slice_outputs, slice_stats = [], []
+    for part in jnp.split(x, splits):
+        y_part, update = ref.apply(variables, part, use_running_average=False, mutable=["batch_stats"])
+        slice_outputs.append(y_part)
+        slice_stats.append(update["batch_stats"])
+    np.testing.assert_allclose(y, jnp.concatenate(slice_outputs), **TOL)
+    expected_stats = jax.tree.map(lambda *leaves: np.mean(leaves, axis=0), *slice_stats)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), updates["batch_stats"], expected_stats)
+    # One slice is plain BatchNorm of the whole batch; evaluation ignores num_splits.
+    whole, _ = ref.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    assert not np.allclose(y, whole, atol=1e-3)
+    np.testing.assert_allclose(ours.apply(variables, x, use_running_average=True),
+                               ref.apply(variables, x, use_running_average=True), **TOL)
+
+
+def test_split_batch_norm_errors_and_output_dtype():
+    x = _inputs((6, 4))
+    layer = norm.BatchNorm(num_splits=4, use_running_average=False)
+    variables = layer.init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="batch 6 is not divisible by num_splits=4"):
+        layer.apply(variables, x, mutable=["batch_stats"])
+    with pytest.raises(ValueError, match="axis_name"):
+        norm.BatchNorm(num_splits=2, axis_name="data", use_running_average=False).apply(
+            variables, x, mutable=["batch_stats"])
+    y, _ = norm.BatchNorm(num_splits=2, use_running_average=False, dtype=jnp.bfloat16).apply(
+        variables, x.astype(jnp.bfloat16), mutable=["batch_stats"])
+    assert y.dtype == jnp.bfloat16
+
+
 def test_synchronised_batch_norm_on_8_devices_equals_unsharded():
     devices = jax.devices()
     assert len(devices) == 8, "tests/conftest.py sets 8 fake CPU devices"

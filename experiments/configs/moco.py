@@ -17,6 +17,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.temperature = 0.2
     config.key_momentum = 0.99
     config.queue_size = 1024
+    # BatchNorm statistics per group of 32 examples (the paper's per-GPU batch), so that shuffle BN
+    # hides the positive key with any number of devices; 0: each device's whole batch.
+    config.bn_group_size = 32
     config.learning_rate = 0.06  # base: the peak is learning_rate × batch_size / 256
     config.weight_decay = 5e-4
     config.eval_every = 100

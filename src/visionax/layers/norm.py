@@ -15,7 +15,7 @@ Inputs may be (B, L), (B, C, L) or (B, H, W, C): the feature axis is an argument
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -47,12 +47,14 @@ def _stats(x: jax.Array, axes: tuple[int, ...], axis_name: str | None = None):
 
 
 def _normalize(module: nn.Module, x, mean, var, reduction_axes, feature_axes, epsilon, use_scale, use_bias):
-    """(x − μ) / √(σ² + ε) · γ + β with γ, β of the shape of the feature axes."""
+    """(x − μ) / √(σ² + ε) · γ + β with γ, β of the shape of the feature axes, as (x − μ) · m + β
+    with m = γ / √(σ² + ε) computed on the statistics' shape (one multiply per element, no divide)."""
     feature_shape = [x.shape[axis] for axis in feature_axes]
     broadcast = [x.shape[axis] if axis in feature_axes else 1 for axis in range(x.ndim)]
-    y = (x - jnp.expand_dims(mean, reduction_axes)) / jnp.sqrt(jnp.expand_dims(var, reduction_axes) + epsilon)
+    multiplier = lax.rsqrt(jnp.expand_dims(var, reduction_axes) + epsilon)
     if use_scale:
-        y = y * module.param("scale", nn.initializers.ones, feature_shape, jnp.float32).reshape(broadcast)
+        multiplier = multiplier * module.param("scale", nn.initializers.ones, feature_shape, jnp.float32).reshape(broadcast)
+    y = (x - jnp.expand_dims(mean, reduction_axes)) * multiplier
     if use_bias:
         y = y + module.param("bias", nn.initializers.zeros, feature_shape, jnp.float32).reshape(broadcast)
     return y
@@ -66,6 +68,11 @@ class BatchNorm(nn.Module):
     running averages m ← momentum · m + (1 − momentum) · μ_B (the same for the biased σ²_B);
     evaluation uses the running averages. `axis` is the feature axis: −1 for (B, L) and
     (B, H, W, C), 1 for (B, C, L).
+
+    `num_splits = G` > 1 is split ("ghost") BatchNorm: in training the batch is cut into G equal
+    consecutive slices and each is normalised with its own μ_g, σ²_g, as if it were on a device of
+    its own; the running averages move toward the mean over g of the slices' statistics. MoCo uses
+    it to emulate shuffle BN on one device. `dtype` is the output's dtype (None: float32 or wider).
     """
 
     use_running_average: bool | None = None
@@ -75,6 +82,8 @@ class BatchNorm(nn.Module):
     use_bias: bool = True
     use_scale: bool = True
     axis_name: str | None = None
+    num_splits: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
@@ -86,13 +95,36 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(feature_shape, jnp.float32))
         if use_running_average:
             mean, var = ra_mean.value, ra_var.value
+        elif self.num_splits > 1 and not self.is_initializing():
+            return self._split_batch_norm(x, feature_axes, ra_mean, ra_var)
         else:
             axis_name = None if self.is_initializing() else self.axis_name
             mean, var = _stats(x, reduction_axes, axis_name)
-            if not self.is_initializing():
-                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
-                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
-        return _normalize(self, x, mean, var, reduction_axes, feature_axes, self.epsilon, self.use_scale, self.use_bias)
+            self._update_running_averages(ra_mean, ra_var, mean, var)
+        y = _normalize(self, x, mean, var, reduction_axes, feature_axes, self.epsilon, self.use_scale, self.use_bias)
+        return y if self.dtype is None else y.astype(self.dtype)
+
+    def _update_running_averages(self, ra_mean, ra_var, mean, var):
+        if not self.is_initializing():
+            ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
+
+    def _split_batch_norm(self, x, feature_axes, ra_mean, ra_var):
+        """Training with `num_splits` slices: x `[B, ...]` as `[G, B/G, ...]`, statistics per slice."""
+        if 0 in feature_axes:
+            raise ValueError("split BatchNorm needs the batch on axis 0, not a feature axis")
+        if x.shape[0] % self.num_splits:
+            raise ValueError(f"split BatchNorm: batch {x.shape[0]} is not divisible by num_splits={self.num_splits}")
+        if self.axis_name is not None:
+            raise ValueError("split BatchNorm takes statistics per slice; it cannot also synchronise over axis_name")
+        slices = x.reshape(self.num_splits, x.shape[0] // self.num_splits, *x.shape[1:])
+        slice_features = tuple(axis + 1 for axis in feature_axes)
+        slice_reduction = tuple(axis for axis in range(1, slices.ndim) if axis not in slice_features)
+        mean, var = _stats(slices, slice_reduction)  # [G, *features]
+        self._update_running_averages(ra_mean, ra_var, jnp.mean(mean, axis=0), jnp.mean(var, axis=0))
+        y = _normalize(self, slices, mean, var, slice_reduction, slice_features, self.epsilon,
+                       self.use_scale, self.use_bias).reshape(x.shape)
+        return y if self.dtype is None else y.astype(self.dtype)
 
 
 class LayerNorm(nn.Module):

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from visionax.layers.conv import conv_module
+from visionax.layers.norm import BatchNorm
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -53,8 +54,12 @@ def conv_def(conv_impl: str, dtype: Any, **defaults) -> ModuleDef:
     return functools.partial(conv_module(conv_impl), **options)
 
 
-def norm_def(train: bool, dtype: Any, axis_name: str | None = None) -> ModuleDef:
-    """`nn.BatchNorm` (momentum 0.9, epsilon 1e-5), batch statistics when `train`, synced over `axis_name`."""
+def norm_def(train: bool, dtype: Any, axis_name: str | None = None, splits: int = 1) -> ModuleDef:
+    """`nn.BatchNorm` (momentum 0.9, epsilon 1e-5), batch statistics when `train`, synced over `axis_name`;
+    with `splits` > 1, split BatchNorm: statistics per slice of batch/splits consecutive examples."""
+    if splits > 1:
+        return functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                                 epsilon=BN_EPSILON, dtype=dtype, num_splits=splits)
     return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                              epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32,
                              axis_name=axis_name)

@@ -22,7 +22,9 @@ Options shared by the family (`get_model("resnet50", cifar_stem=True, width=16, 
 CIFAR stem's stride: 2 halves every feature map, a quarter of the compute), `width` (channels of
 the first stage, 64 in the paper; stage `i` has `width * 2**i`), `dtype` (computation dtype; params
 stay float32), `bn_axis_name` (BatchNorm statistics averaged over this mesh axis: synchronised BN
-under `shard_map`/`pmap`), `conv_impl`. `num_classes=None` (or 0) gives the pooled feature vector.
+under `shard_map`/`pmap`), `bn_splits` (training statistics per slice of batch/bn_splits examples:
+split BatchNorm, MoCo's shuffle BN on one device), `conv_impl`. `num_classes=None` (or 0) gives the
+pooled feature vector.
 """
 
 from __future__ import annotations
@@ -116,9 +118,15 @@ class ResNet(nn.Module):
     stem_stride: int = 1
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    bn_splits: int = 1
     conv_impl: str = "xla"
 
     def __post_init__(self):
+        if not isinstance(self.bn_splits, int) or self.bn_splits < 1:
+            raise UserError(f"bn_splits must be a positive integer, not {self.bn_splits!r}")
+        if self.bn_splits > 1 and self.bn_axis_name is not None:
+            raise UserError("bn_splits > 1 (BatchNorm per slice of the batch) cannot be combined with "
+                            "synchronised BatchNorm (bn_axis_name); use one of them")
         if self.stem_stride not in (1, 2):
             raise UserError(f"stem_stride must be 1 or 2, not {self.stem_stride!r}")
         if self.stem_stride != 1 and not self.cifar_stem:
@@ -129,7 +137,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         conv = conv_def(self.conv_impl, self.dtype)
-        norm = norm_def(train, self.dtype, self.bn_axis_name)
+        norm = norm_def(train, self.dtype, self.bn_axis_name, self.bn_splits)
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = jnp.asarray(x, self.dtype)
         kernel, stride = (3, self.stem_stride) if self.cifar_stem else (7, 2)

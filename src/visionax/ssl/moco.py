@@ -6,7 +6,9 @@ The per-device `train_step` runs under `visionax.parallel.DataParallel`. The key
 and statistics, the queue `[K, dim]` and its write position live in `state.extra`. BatchNorm in
 MoCo is per device (build the encoder without `bn_axis_name`): the key batch is shuffled across
 devices before the key encoder and unshuffled after, so each example's key is normalised with
-statistics of a different device group than its query.
+statistics of a different device group than its query. With few devices, split BatchNorm
+(`bn_splits`) cuts each device's batch into groups of `bn_group_size` examples with statistics of
+their own, so the shuffle hides the positive key on one device too.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from visionax.ssl.heads import ContrastiveModel, ProjectionHead
 from visionax.train.state import TrainState
 
 __all__ = [
-    "MoCoSettings", "MOCO_PRESETS", "moco_preset", "projection_head", "check_queue_size",
+    "MoCoSettings", "MOCO_PRESETS", "moco_preset", "projection_head", "check_queue_size", "bn_splits",
     "momentum_update", "enqueue", "shuffle_across_devices", "unshuffle_across_devices",
     "create_train_state", "train_step",
 ]
@@ -90,6 +92,22 @@ def check_queue_size(queue_size: int, global_batch: int) -> None:
         raise UserError(
             f"MoCo queue_size={queue_size} is not a multiple of the global batch {global_batch}; "
             f"use a positive multiple of it (e.g. queue_size={suggestion})")
+
+
+def bn_splits(bn_group_size: int, local_batch: int) -> int:
+    """How many split-BatchNorm slices each device's batch `local_batch` is cut into so that BatchNorm
+    statistics come from `bn_group_size` examples: local_batch / bn_group_size, or 1 (the device's
+    whole batch) when the size is 0 or at least the device's batch. UserError unless it divides."""
+    if isinstance(bn_group_size, bool) or not isinstance(bn_group_size, int) or bn_group_size < 0:
+        raise UserError(f"bn_group_size must be a non-negative integer (0: the whole per-device batch), "
+                        f"not {bn_group_size!r}")
+    if bn_group_size == 0 or bn_group_size >= local_batch:
+        return 1
+    if local_batch % bn_group_size:
+        divisor = max(size for size in range(1, bn_group_size + 1) if local_batch % size == 0)
+        raise UserError(f"bn_group_size={bn_group_size} does not divide the per-device batch {local_batch}; "
+                        f"use a divisor of it (e.g. bn_group_size={divisor}) or 0 for the whole batch")
+    return local_batch // bn_group_size
 
 
 def momentum_update(key_params, query_params, momentum: float):
