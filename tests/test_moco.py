@@ -112,8 +112,8 @@ def images():
     return np.random.default_rng(2).integers(0, 256, size=(16, 8, 8, 1), dtype=np.uint8)
 
 
-def initial_state():
-    return moco.create_train_state(jax.random.key(0), tiny_model(), optax.sgd(0.5, momentum=0.9),
+def initial_state(model=None):
+    return moco.create_train_state(jax.random.key(0), model or tiny_model(), optax.sgd(0.5, momentum=0.9),
                                    (8, 8, 1), SETTINGS, global_batch=16)
 
 
@@ -133,10 +133,7 @@ def run(devices, impl, images, steps=2, model=None):
     parallel = DataParallel(make_mesh(jax.devices()[:devices]), impl)
     step = parallel.step(functools.partial(moco.train_step, settings=SETTINGS, view_settings=VIEWS),
                          donate=False)
-    model = model or tiny_model()
-    state = moco.create_train_state(jax.random.key(0), model, optax.sgd(0.5, momentum=0.9),
-                                    (8, 8, 1), SETTINGS, global_batch=16)
-    states, losses = [state], []
+    states, losses = [initial_state(model)], []
     for _ in range(steps):
         state, metrics = step(parallel.put_state(states[-1]), parallel.put_batch({"image": images}))
         states.append(jax.device_get(parallel.get_state(state)))

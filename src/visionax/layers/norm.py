@@ -89,42 +89,35 @@ class BatchNorm(nn.Module):
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
         feature_axes = _axes(x.ndim, self.axis)
-        reduction_axes = tuple(axis for axis in range(x.ndim) if axis not in feature_axes)
         feature_shape = [x.shape[axis] for axis in feature_axes]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(feature_shape, jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(feature_shape, jnp.float32))
+        # x `[B, ...]` seen as `[splits, B/splits, ...]`: statistics per slice, one slice unless split.
+        splits = 1 if use_running_average or self.is_initializing() else self.num_splits
+        if splits > 1:
+            self._check_splits(x, feature_axes)
+        slices = x.reshape(splits, x.shape[0] // splits, *x.shape[1:])
+        slice_features = tuple(axis + 1 for axis in feature_axes)
+        reduction_axes = tuple(axis for axis in range(1, slices.ndim) if axis not in slice_features)
         if use_running_average:
-            mean, var = ra_mean.value, ra_var.value
-        elif self.num_splits > 1 and not self.is_initializing():
-            return self._split_batch_norm(x, feature_axes, ra_mean, ra_var)
+            mean, var = ra_mean.value[None], ra_var.value[None]
         else:
             axis_name = None if self.is_initializing() else self.axis_name
-            mean, var = _stats(x, reduction_axes, axis_name)
-            self._update_running_averages(ra_mean, ra_var, mean, var)
-        y = _normalize(self, x, mean, var, reduction_axes, feature_axes, self.epsilon, self.use_scale, self.use_bias)
+            mean, var = _stats(slices, reduction_axes, axis_name)  # [splits, *features]
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * jnp.mean(mean, axis=0)
+                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * jnp.mean(var, axis=0)
+        y = _normalize(self, slices, mean, var, reduction_axes, slice_features, self.epsilon,
+                       self.use_scale, self.use_bias).reshape(x.shape)
         return y if self.dtype is None else y.astype(self.dtype)
 
-    def _update_running_averages(self, ra_mean, ra_var, mean, var):
-        if not self.is_initializing():
-            ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
-            ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
-
-    def _split_batch_norm(self, x, feature_axes, ra_mean, ra_var):
-        """Training with `num_splits` slices: x `[B, ...]` as `[G, B/G, ...]`, statistics per slice."""
+    def _check_splits(self, x: jax.Array, feature_axes: tuple[int, ...]) -> None:
         if 0 in feature_axes:
             raise ValueError("split BatchNorm needs the batch on axis 0, not a feature axis")
         if x.shape[0] % self.num_splits:
             raise ValueError(f"split BatchNorm: batch {x.shape[0]} is not divisible by num_splits={self.num_splits}")
         if self.axis_name is not None:
             raise ValueError("split BatchNorm takes statistics per slice; it cannot also synchronise over axis_name")
-        slices = x.reshape(self.num_splits, x.shape[0] // self.num_splits, *x.shape[1:])
-        slice_features = tuple(axis + 1 for axis in feature_axes)
-        slice_reduction = tuple(axis for axis in range(1, slices.ndim) if axis not in slice_features)
-        mean, var = _stats(slices, slice_reduction)  # [G, *features]
-        self._update_running_averages(ra_mean, ra_var, jnp.mean(mean, axis=0), jnp.mean(var, axis=0))
-        y = _normalize(self, slices, mean, var, slice_reduction, slice_features, self.epsilon,
-                       self.use_scale, self.use_bias).reshape(x.shape)
-        return y if self.dtype is None else y.astype(self.dtype)
 
 
 class LayerNorm(nn.Module):

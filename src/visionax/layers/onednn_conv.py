@@ -10,8 +10,9 @@ backward-weights primitives (a `jax.custom_vjp`). `visionax.layers.conv` routes
 The C++ source is compiled with the system C++ compiler on first use, against the oneDNN wheels
 (`onednn-cpu-gomp`, `onednn-devel-cpu-gomp`, dependencies of visionax on x86-64 Linux) and the XLA
 FFI headers of the installed jaxlib, into `$VISIONAX_CACHE` (default `~/.cache/visionax`), keyed by
-a hash of the source and those versions; later processes load the cached library. Loading it sets `OMP_WAIT_POLICY=PASSIVE` unless the
-environment already sets it, so that oneDNN's OpenMP threads sleep between convolutions.
+a hash of the source and those versions; later processes load the cached library. Loading it
+sets `OMP_WAIT_POLICY=PASSIVE` unless the environment already sets it, so that oneDNN's OpenMP
+threads sleep between convolutions.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def norm_def(train: bool, dtype: Any, axis_name: str | None = None, splits: int 
     with `splits` > 1, split BatchNorm: statistics per slice of batch/splits consecutive examples."""
     if splits > 1:
         return functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                                 epsilon=BN_EPSILON, dtype=dtype, num_splits=splits)
+                                 epsilon=BN_EPSILON, dtype=dtype, axis_name=axis_name,
+                                 num_splits=splits)
     return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
                              epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32,
                              axis_name=axis_name)
