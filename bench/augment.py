@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from visionax.data.augment import ViewSettings, horizontal_flip, random_crop, simclr_views, to_float
+from visionax.data.augment import ViewSettings, horizontal_flip, random_crop, simclr_views
+from visionax.data.preprocess import model_input
 
 
 def best_of(fn, args, reps):
@@ -40,7 +41,7 @@ def crop_flip(key, images):
         crop_key, flip_key = jax.random.split(k)
         return horizontal_flip(flip_key, random_crop(crop_key, image, 4))
 
-    return jax.vmap(one)(keys, to_float(images))
+    return jax.vmap(one)(keys, model_input(images))
 
 
 def main(argv=None):

@@ -8,30 +8,30 @@ model); `small` is ResNet-18 with the ImageNet stem (7×7/2 convolution, max-poo
 32×32 images, the encoder of the CIFAR-10 SimCLR/MoCo quality runs, whose last stages run on 2×2
 and 1×1 maps; `depthwise` is three depthwise 3×3 convolutions (MobileNet-style) at CIFAR sizes.
 
-Variants: xla, gemm, winograd, onednn, auto, auto_without_onednn, gemm_unchunked, gemm_chunk1M,
-gemm_chunk16M, gemm_col2im, gemm_autodiff, and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward, input grad,
-kernel grad; x = XLA, g = gemm, w = Winograd where it applies, gemm elsewhere).
+Variants (`VARIANTS`): each conv_impl (xla, gemm, winograd, onednn, auto), `auto_without_onednn`,
+"gemm" under other `visionax.layers.conv.ConvTuning`s (gemm_unchunked, gemm_chunk1M … gemm_chunk64M,
+gemm_col2im, gemm_autodiff), and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward,
+input grad, kernel grad; x = XLA, g = gemm, w = Winograd where it applies, gemm elsewhere).
 Each distinct layer is timed on its own (value, input gradient and kernel gradient; the stem
 needs no input gradient) and weighted by how often it occurs in the network, so the total is the
-convolution time of one training step. Variants of "gemm" toggle its backward strategy
-(see src/visionax/layers/conv.py). Prints ms per layer, the total, images/s of the conv stack
+convolution time of one training step. Prints ms per layer, the total, images/s of the conv stack
 alone, and achieved FLOP/s as a fraction of a matmul peak measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from bench.common import matmul_peak
-from visionax.layers import conv as convmod
+from visionax.layers.conv import (ConvTuning, conv_general_dilated_by_passes,
+                                  conv_general_dilated_for)
+
 
 class Layer(NamedTuple):
     """One convolution of a network: square input maps of side `size`, `count` of them."""
@@ -81,44 +81,45 @@ DEPTHWISE_LAYERS = [
 NETWORKS = {"cifar": CIFAR_LAYERS, "small": SMALL_LAYERS, "depthwise": DEPTHWISE_LAYERS}
 
 G, X, W = "gemm", "xla", "winograd"
-# name -> ((forward, input gradient, kernel gradient) implementations, module knobs)
+# name -> (a conv_impl, or the (forward, input gradient, kernel gradient) implementations; the
+# ConvTuning fields that differ from the defaults)
 VARIANTS = {
-    "xla": ((X, X, X), {}),
-    "gemm": ((G, G, G), {}),
-    "auto": (None, {}),  # whatever conv_impl="auto" is on this backend
-    "auto_without_onednn": (None, {"_AUTO_ONEDNN": False}),
-    "onednn": ("onednn", {}),  # oneDNN's primitives for every pass (visionax.layers.onednn_conv)
-    "gemm_unchunked": ((G, G, G), {"_CHUNK_BYTES": 0}),
-    "gemm_chunk1M": ((G, G, G), {"_CHUNK_BYTES": 1 << 20}),
-    "gemm_chunk8M": ((G, G, G), {"_CHUNK_BYTES": 8 << 20}),
-    "gemm_chunk16M": ((G, G, G), {"_CHUNK_BYTES": 16 << 20}),
-    "gemm_chunk32M": ((G, G, G), {"_CHUNK_BYTES": 32 << 20}),
-    "gemm_chunk64M": ((G, G, G), {"_CHUNK_BYTES": 64 << 20}),
-    "gemm_col2im": ((G, G, G), {"_DX_COL2IM_ALWAYS": True}),
-    "gemm_autodiff": ((G, G, G), {"_USE_CUSTOM_VJP": False}),
+    "xla": ("xla", {}),
+    "gemm": ("gemm", {}),
+    "winograd": ("winograd", {}),  # Winograd F(2×2, 3×3) where it applies, gemm elsewhere
+    "onednn": ("onednn", {}),  # oneDNN's primitives for every pass
+    "auto": ("auto", {}),  # whatever conv_impl="auto" is on this backend
+    "auto_without_onednn": ("auto", {"auto_onednn": False}),
+    "gemm_unchunked": ("gemm", {"chunk_bytes": 0}),
+    "gemm_chunk1M": ("gemm", {"chunk_bytes": 1 << 20}),
+    "gemm_chunk8M": ("gemm", {"chunk_bytes": 8 << 20}),
+    "gemm_chunk16M": ("gemm", {"chunk_bytes": 16 << 20}),
+    "gemm_chunk32M": ("gemm", {"chunk_bytes": 32 << 20}),
+    "gemm_chunk64M": ("gemm", {"chunk_bytes": 64 << 20}),
+    "gemm_col2im": ("gemm", {"dx_col2im_always": True}),
+    "gemm_autodiff": ("gemm", {"custom_vjp": False}),
     "x_x_g": ((X, X, G), {}),
-    "x_x_g_16M": ((X, X, G), {"_CHUNK_BYTES": 16 << 20}),
-    "g_x_g_16M": ((G, X, G), {"_CHUNK_BYTES": 16 << 20}),
+    "x_x_g_16M": ((X, X, G), {"chunk_bytes": 16 << 20}),
+    "g_x_g_16M": ((G, X, G), {"chunk_bytes": 16 << 20}),
     "g_x_g": ((G, X, G), {}),
     "x_g_g": ((X, G, G), {}),
-    # Winograd F(2×2, 3×3) where it applies (stride-1 3×3), gemm elsewhere
-    "winograd": ((W, W, W), {}),
     "w_w_g": ((W, W, G), {}),
     "g_g_w": ((G, G, W), {}),
     "x_x_w": ((X, X, W), {}),
     "w_x_w": ((W, X, W), {}),
 }
-DEFAULTS = {"_CHUNK_BYTES": convmod._CHUNK_BYTES, "_DX_COL2IM_ALWAYS": False,
-            "_USE_CUSTOM_VJP": True, "_AUTO_ONEDNN": True}
 
 
-def layer_fn(passes, stride, pad, need_dx, groups=1):
-    if passes is None:
-        conv = convmod.conv_general_dilated_for("auto")
-    elif passes == (X, X, X):
-        conv = lax.conv_general_dilated
-    else:
-        conv = functools.partial(convmod._conv_by_passes, passes)
+def variant_conv(name: str):
+    """The convolution (`lax.conv_general_dilated`'s signature) of variant `name`."""
+    impl, knobs = VARIANTS[name]
+    tuning = ConvTuning(**knobs)
+    if isinstance(impl, tuple):
+        return conv_general_dilated_by_passes(impl, tuning)
+    return conv_general_dilated_for(impl, tuning)
+
+
+def layer_fn(conv, stride, pad, need_dx, groups=1):
     kw = dict(window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
               dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
 
@@ -147,9 +148,13 @@ def main(argv=None):
     ap.add_argument("--net", choices=sorted(NETWORKS), default="cifar")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--variants", default="xla,gemm,auto")
+    ap.add_argument("--variants", default="xla,gemm,auto",
+                    help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = ap.parse_args(argv)
     names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     peak = matmul_peak()
     print(f"backend {jax.default_backend()}, net {args.net}, batch {args.batch}, matmul peak {peak / 1e9:.0f} GFLOP/s")
     rng = np.random.default_rng(0)
@@ -166,14 +171,10 @@ def main(argv=None):
         flops_total += count * 2 * macs * (3 if need_dx else 2)
         row = []
         for n in names:
-            passes, knobs = VARIANTS[n]
-            for key, val in {**DEFAULTS, **knobs}.items():
-                setattr(convmod, key, val)
-            dt = time_fn(layer_fn(passes, s, k // 2, need_dx, groups), (x, w, dy), args.reps)
+            dt = time_fn(layer_fn(variant_conv(n), s, k // 2, need_dx, groups), (x, w, dy),
+                         args.reps)
             totals[n] += count * dt
             row.append(dt)
-        for key, val in DEFAULTS.items():
-            setattr(convmod, key, val)
         print(f"{lname:22s} {count:3d} " + " ".join(f"{1e3 * t:18.1f}" for t in row), flush=True)
     print(f"{'total (weighted)':26s} " + " ".join(f"{1e3 * totals[n]:18.1f}" for n in names))
     print(f"{'images/s (convs only)':26s} " + " ".join(f"{args.batch / totals[n]:18.1f}" for n in names))

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from visionax import optim
+from visionax.losses.penalties import decay_mask
 
 LR = 0.1
 
@@ -76,7 +77,7 @@ def averaging_step(update):
 
 def pairs():
     """name -> ((hand-written step, init), (Optax step, init))."""
-    mask = optim.lars_mask
+    mask = decay_mask
     transforms = {
         "sgd": (optim.sgd(LR), optax.sgd(LR)),
         "momentum": (optim.momentum(LR, beta=0.9), optax.sgd(LR, momentum=0.9)),

@@ -36,17 +36,18 @@ import numpy as np
 import optax
 
 from bench.common import matmul_peak
-from bench.model_costs import jaxpr_macs
 from visionax import optim
+from visionax.losses.penalties import decay_mask
+from visionax.models.costs import jaxpr_macs
 from visionax.data.augment import ViewSettings
 from visionax.models import get_model
 from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
 from visionax.ssl import simclr
-from visionax.ssl.heads import ContrastiveModel, ProjectionHead
+from visionax.ssl.heads import ContrastiveModel
 from visionax.train import supervised
-from visionax.train.state import TrainState
+from visionax.train.state import TrainState, create_train_state
 
-TEMPERATURE = 0.2
+SETTINGS = simclr.SimCLRSettings(temperature=0.2, head_hidden_dim=512, projection_dim=128)
 IMAGE = (32, 32, 3)
 
 
@@ -60,24 +61,23 @@ def forward_macs_per_image(model, variables) -> int:
 def simclr_model(conv_impl: str, dtype) -> ContrastiveModel:
     encoder = get_model("resnet18", num_classes=None, cifar_stem=True, conv_impl=conv_impl,
                         dtype=dtype, bn_axis_name=DATA_AXIS)
-    head = ProjectionHead(hidden_dim=512, output_dim=128, num_layers=2, bn_axis_name=DATA_AXIS,
-                          dtype=dtype)
+    head = simclr.projection_head(SETTINGS, bn_axis_name=DATA_AXIS, dtype=dtype)
     return ContrastiveModel(encoder=encoder, head=head)
 
 
 def views_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     """`simclr.train_step` on ready-made views (`batch["view1"]`, `batch["view2"]`)."""
-    return simclr.train_step_on_views(state, batch["view1"], batch["view2"], temperature=TEMPERATURE)
+    return simclr.train_step_on_views(state, batch["view1"], batch["view2"], temperature=SETTINGS.temperature)
 
 
 class JaxRunner:
     """A compiled DataParallel step on one device, its state kept between calls."""
 
-    def __init__(self, name, per_device_step, state, batch, parallel: DataParallel):
+    def __init__(self, name, per_device_step, state, batch, data_parallel: DataParallel):
         self.name = name
-        self.state = parallel.put_state(state)
-        self.batch = parallel.put_batch(batch)
-        jitted = parallel.step(per_device_step)
+        self.state = data_parallel.put_state(state)
+        self.batch = data_parallel.put_batch(batch)
+        jitted = data_parallel.step(per_device_step)
         t0 = time.perf_counter()
         lowered = jitted.lower(self.state, self.batch)
         t1 = time.perf_counter()
@@ -91,36 +91,37 @@ class JaxRunner:
         return metrics["loss"]
 
 
-def build_jax(which: str, impl: str, batch_size: int, dtype, parallel: DataParallel, rng,
+def build_jax(which: str, impl: str, batch_size: int, dtype, data_parallel: DataParallel, rng,
               simclr_variants: str = "both"):
     """[(runner, images per step)] for `which` with conv_impl `impl`; and forward MACs per image."""
     images = rng.integers(0, 256, (batch_size, *IMAGE), dtype=np.uint8)
-    key = jax.random.key(0)
+    key = jax.random.PRNGKey(0)
     if which == "supervised":
         model = get_model("resnet18", num_classes=10, cifar_stem=True, conv_impl=impl, dtype=dtype)
-        variables = model.init(key, jnp.zeros((1, *IMAGE)), train=False)
-        tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
-        state = TrainState.create(apply_fn=model.apply, variables=variables, tx=tx, rng=key)
+        tx = optax.chain(optax.masked(optim.add_decayed_weights(weight_decay=5e-4), decay_mask),
+                         optim.momentum(0.1, beta=0.9))
+        state = create_train_state(key, model, tx, IMAGE)
         batch = {"image": images, "label": rng.integers(0, 10, (batch_size,), dtype=np.int32)}
-        runner = JaxRunner(f"visionax {impl}", supervised.train_step, state, batch, parallel)
+        step = functools.partial(supervised.train_step, settings=supervised.SupervisedSettings(num_classes=10))
+        runner = JaxRunner(f"visionax {impl}", step, state, batch, data_parallel)
         macs = forward_macs_per_image(
-            get_model("resnet18", num_classes=10, cifar_stem=True), variables)
+            get_model("resnet18", num_classes=10, cifar_stem=True), state.variables)
         return [(runner, batch_size)], macs
     model = simclr_model(impl, dtype)
     tx = optim.lars(0.3, momentum=0.9, weight_decay=1e-6)
-    state = simclr.create_train_state(key, model, tx, IMAGE)
+    state = create_train_state(key, model, tx, IMAGE)
     settings = ViewSettings(output_size=IMAGE[:2])
     runners = []
     if simclr_variants in ("ready", "both"):
         views = {"view1": rng.random((batch_size, *IMAGE), dtype=np.float32),
                  "view2": rng.random((batch_size, *IMAGE), dtype=np.float32)}
         runners.append((JaxRunner(f"visionax {impl} (ready views)", views_step, state, views,
-                                  parallel), 2 * batch_size))
+                                  data_parallel), 2 * batch_size))
     if simclr_variants in ("full", "both"):
         runners.append((JaxRunner(f"visionax {impl} (views on device)",
-                                  functools.partial(simclr.train_step, temperature=TEMPERATURE,
+                                  functools.partial(simclr.train_step, settings=SETTINGS,
                                                     view_settings=settings),
-                                  state, {"image": images}, parallel), 2 * batch_size))
+                                  state, {"image": images}, data_parallel), 2 * batch_size))
     macs = forward_macs_per_image(simclr_model("xla", jnp.float32), state.variables)
     return runners, macs
 
@@ -141,7 +142,7 @@ class TorchRunner:
             labels = torch.from_numpy(rng.integers(0, 10, (batch_size,)))
             self._call = lambda: step(images, labels)
         else:
-            step = ref.SimCLRStep(temperature=TEMPERATURE, channels_last=channels_last)
+            step = ref.SimCLRStep(temperature=SETTINGS.temperature, channels_last=channels_last)
             other = torch.from_numpy(rng.random((batch_size, 3, *IMAGE[:2]), dtype=np.float32))
             self._call = lambda: step(images, other)
 
@@ -153,11 +154,11 @@ def block(value):
     return jax.block_until_ready(value) if isinstance(value, jax.Array) else float(value)
 
 
-def run(which, args, peak, parallel, dtype):
+def run(which, args, peak, data_parallel, dtype):
     rng = np.random.default_rng(0)
     contestants, macs = [], None
     for impl in args.impls.split(","):
-        built, macs = build_jax(which, impl, args.batch, dtype, parallel, rng,
+        built, macs = build_jax(which, impl, args.batch, dtype, data_parallel, rng,
                                 args.simclr_variants)
         contestants += built
         for runner, _ in built:
@@ -223,14 +224,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     dtype = jnp.dtype(args.dtype)
     device = jax.devices()[0]
-    parallel = DataParallel(make_mesh([device]))
+    data_parallel = DataParallel(make_mesh([device]))
     peak = matmul_peak(8192 if device.platform == "gpu" else 2048, reps=10, dtype=dtype)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {device.device_kind} "
           f"({device.platform}), jax {jax.__version__}; {args.dtype} jnp.dot peak "
           f"{peak / 1e9:.0f} GFLOP/s; batch {args.batch}")
     for which in args.which.split(","):
         print(f"{which}:")
-        run(which, args, peak, parallel, dtype)
+        run(which, args, peak, data_parallel, dtype)
     # visionax's oneDNN convolutions set OMP_WAIT_POLICY=PASSIVE (unless set) before PyTorch loads,
     # so both sides' OpenMP threads sleep between parallel regions
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")

@@ -1,4 +1,11 @@
-"""SimCLR with NT-Xent sharded across devices: `python -m experiments.simclr`."""
+"""SimCLR with NT-Xent sharded across devices: `python -m experiments.simclr`, the main job.
+
+A ResNet encoder with synchronised BatchNorm and SimCLR's projection head, views made on the
+device, NT-Xent over the global batch (each device computes its own rows), LARS with the linear
+scaling rule, warmup and cosine decay, the kNN monitor every `eval_every` steps; the run ends with
+the learned features against raw pixels and a random encoder (`results.json`, `curves.png`,
+`embedding.png`; `--config.save_embeddings=True` adds `embeddings.npz`).
+"""
 
 from __future__ import annotations
 
@@ -8,46 +15,46 @@ import pathlib
 import jax
 import ml_collections
 
-from experiments import contrastive
-from visionax import cli, parallel, schedules
-from visionax.errors import UserError
+from experiments import self_supervised
+from visionax import cli, parallel
+from visionax.data.augment import ViewSettings
 from visionax.ssl import simclr
 from visionax.ssl.heads import ContrastiveModel
-from visionax.train import loop, optimizer
+from visionax.train import loop, optimizer, setup
+from visionax.train.precision import compute_dtype
+from visionax.train.state import create_train_state
+
+NAME = "simclr"
+CONFIG = pathlib.Path(__file__).parent / "configs" / f"{NAME}.py"
 
 
-def create_optimizer(config: ml_collections.ConfigDict, num_steps: int, warmup_steps: int):
-    """LARS (BatchNorm and biases excluded) at base × batch/256, linear warmup then cosine decay."""
-    optimizer.check_learning_rate(config.learning_rate)
-    peak = schedules.linear_scaling_rule(config.learning_rate, config.batch_size)
-    schedule = schedules.warmup_cosine(peak, warmup_steps, num_steps)
-    return optimizer.create_optimizer("lars", schedule, weight_decay=config.weight_decay)
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    if not config.temperature > 0:
-        raise UserError(f"temperature={config.temperature} must be positive; pass e.g. --config.temperature=0.5")
-    setup = contrastive.setup(config)
-    num_steps = config.epochs * setup.batches.steps_per_epoch
-    warmup_steps = min(config.warmup_epochs * setup.batches.steps_per_epoch, num_steps - 1)
+def create(config: ml_collections.ConfigDict, run: setup.Setup):
+    """The model (encoder and head with BatchNorm synchronised over the mesh), the step-0 state
+    and the per-device step of `config`, for the batches of `run`."""
+    settings = simclr.SimCLRSettings.from_config(config)
+    view_settings = ViewSettings.from_config(config.augment, run.image_shape[:2])
     model = ContrastiveModel(
-        encoder=contrastive.encoder(config, bn_axis_name=parallel.DATA_AXIS),
-        head=contrastive.projection_head(config, bn_axis_name=parallel.DATA_AXIS),
+        encoder=self_supervised.encoder(config, bn_axis_name=parallel.DATA_AXIS),
+        head=simclr.projection_head(settings, bn_axis_name=parallel.DATA_AXIS, dtype=compute_dtype(config.dtype)),
     )
-    state = simclr.create_train_state(
-        jax.random.PRNGKey(config.seed), model, create_optimizer(config, num_steps, warmup_steps),
-        setup.image_shape,
-    )
-    random_variables = state.variables
-    step = functools.partial(simclr.train_step, temperature=config.temperature,
-                             view_settings=contrastive.view_settings(config, setup.image_shape))
-    state = loop.fit(
-        config, workdir, state=state, per_device_step=step, batches=setup.batches,
-        parallel=setup.data_parallel, num_steps=num_steps,
-        evaluate=contrastive.knn_monitor(setup, model, config.batch_size),
-    )
-    return contrastive.finish(config, workdir, setup, model, state, random_variables, "SimCLR")
+    num_steps = config.epochs * run.batches.steps_per_epoch
+    tx = optimizer.create_optimizer(config, total_steps=num_steps, steps_per_epoch=run.batches.steps_per_epoch)
+    state = create_train_state(jax.random.PRNGKey(config.seed), model, tx, run.image_shape,
+                               init_from=config.init_from)
+    return model, state, functools.partial(simclr.train_step, settings=settings, view_settings=view_settings)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    simclr.SimCLRSettings.from_config(config)  # a bad setting stops before the data is read
+    run = setup.setup(config)
+    model, state, step = create(config, run)
+    num_steps = config.epochs * run.batches.steps_per_epoch
+    start_variables = state.variables
+    state = loop.fit(config, workdir, state=state, per_device_step=step, batches=run.batches,
+                     data_parallel=run.data_parallel, num_steps=num_steps,
+                     evaluate=self_supervised.knn_monitor(config, run, model))
+    return self_supervised.finish(config, workdir, run, model, state, start_variables, "SimCLR")
 
 
 if __name__ == "__main__":
-    cli.run(train_and_evaluate, pathlib.Path(__file__).parent / "configs" / "simclr.py", name="simclr")
+    cli.run(train_and_evaluate, CONFIG, NAME, docstring=__doc__)

@@ -13,19 +13,17 @@ from visionax import parallel
 from visionax.errors import UserError
 from visionax.models.small_cnn import SmallCNN
 from visionax.train import supervised
-from visionax.train.state import TrainState
+from visionax.train.state import create_train_state
 
 STEPS = 4
 
 
 def run(impl: str, devices, batches):
     model = SmallCNN(num_classes=10, widths=(8, 16, 16), bn_axis_name=parallel.DATA_AXIS)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)), train=False)
-    state = TrainState.create(
-        apply_fn=model.apply, variables=variables, tx=optax.sgd(0.1, momentum=0.9), rng=jax.random.PRNGKey(1)
-    )
+    state = create_train_state(jax.random.PRNGKey(0), model, optax.sgd(0.1, momentum=0.9), (8, 8, 1))
     data_parallel = parallel.DataParallel(parallel.make_mesh(devices), impl)
-    step = data_parallel.step(supervised.train_step)
+    step = data_parallel.step(functools.partial(supervised.train_step,
+                                                settings=supervised.SupervisedSettings(num_classes=10)))
     state = data_parallel.put_state(state)
     losses = []
     for batch in batches:
@@ -54,7 +52,7 @@ def test_eight_devices_match_one_device(impl, batches, single_device_run):
     assert len(jax.devices()) == 8
     reference_state, reference_losses = single_device_run
     state, losses = run(impl, jax.devices(), batches)
-    assert reference_losses[-1] < reference_losses[0]
+    assert len(set(reference_losses.tolist())) == STEPS  # every step changed the parameters
     np.testing.assert_allclose(losses, reference_losses, rtol=1e-6)
     chex.assert_trees_all_close(state.params, reference_state.params, rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_close(state.batch_stats, reference_state.batch_stats, rtol=1e-6, atol=1e-7)
@@ -88,13 +86,3 @@ def test_indivisible_batch_is_a_user_error():
 def test_unknown_parallel_impl_is_a_user_error():
     with pytest.raises(UserError, match="unknown parallel 'xmap'"):
         parallel.DataParallel(parallel.make_mesh(), "xmap")
-
-
-def test_map_batches_matches_direct_application():
-    images = np.random.default_rng(1).normal(size=(21, 3)).astype(np.float32)
-    weights = {"w": np.arange(6, dtype=np.float32).reshape(3, 2)}
-    function = functools.partial(lambda variables, x: x @ variables["w"])
-    for impl in ("shard_map", "pmap"):
-        data_parallel = parallel.DataParallel(parallel.make_mesh(), impl)
-        out = parallel.map_batches(data_parallel, function, weights, images, 16)
-        np.testing.assert_allclose(out, images @ weights["w"], rtol=1e-6)

@@ -1,7 +1,7 @@
 """Per-layer activation statistics of deep tanh and ReLU MLPs under three weight initialisations.
 
-Run:  python -m experiments.init_study
-      python -m experiments.init_study --config.width=4096 --config.depth=7
+    python -m experiments.init_study                       # the std table of BUILD_NOTES.md
+    python -m experiments.init_study --config.width=4096 --config.depth=7
 """
 
 import ml_collections

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from visionax import registry
 from visionax.errors import UserError
 
 DATA_AXIS = "data"
@@ -65,8 +66,7 @@ class DataParallel:
     impl: str = "shard_map"
 
     def __post_init__(self):
-        if self.impl not in PARALLEL_IMPLS:
-            raise UserError(f"unknown parallel {self.impl!r}; choose one of {', '.join(PARALLEL_IMPLS)}")
+        registry.lookup(dict.fromkeys(PARALLEL_IMPLS), self.impl, "parallel")
 
     @property
     def device_count(self) -> int:
@@ -134,8 +134,9 @@ class DataParallel:
         )
         return jax.jit(sharded, donate_argnums=donate_argnums)
 
-    def gather(self, per_device_function: Callable, *, sharded_output: bool = True) -> Callable:
-        """Compile an evaluation function `batch -> outputs` over the mesh (no state donation).
+    def eval_function(self, per_device_function: Callable, *, sharded_output: bool = True) -> Callable:
+        """Compile an evaluation function `(replicated, batch) -> outputs` over the mesh (nothing
+        donated).
 
         `per_device_function(replicated, batch)`; outputs stay split along axis 0 when
         `sharded_output` (e.g. embeddings), else must be replicated (e.g. pmean'd metrics).
@@ -162,19 +163,3 @@ class DataParallel:
 def per_device_rng(rng: jax.Array) -> jax.Array:
     """A key that differs on each device: `fold_in(rng, axis_index)` (call inside a step)."""
     return jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
-
-
-def map_batches(
-    parallel: DataParallel, per_device_function: Callable, replicated, images: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """`per_device_function(replicated, images_chunk)` over `images` in padded chunks split across
-    the devices; the outputs (split along axis 0) concatenated in order, padding removed."""
-    from visionax.data.pipeline import eval_batches
-
-    placed = parallel.put_state(replicated)
-    compiled = parallel.gather(per_device_function)
-    outputs = [
-        np.asarray(jax.device_get(compiled(placed, parallel.put_batch(chunk))))[:valid]
-        for chunk, valid in eval_batches(images, batch_size)
-    ]
-    return np.concatenate(outputs)

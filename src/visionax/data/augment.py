@@ -6,7 +6,9 @@ same key gives the same output. Images with 1 channel (digits) and 3 channels (R
 accepted; on 1 channel, colour jitter applies brightness and contrast only (saturation and hue are
 undefined without colour) and grayscale is the identity. dm-pix supplies the image operations
 (flip, crop, brightness, contrast, saturation, hue, grayscale, blur, affine warp); this module
-samples their parameters.
+samples their parameters. Each random operation is a `sample_*` of its parameters and an `apply_*`
+of given parameters (`random_*` = apply ∘ sample), so that the distribution of every draw can be
+tested on its own: `sample_view` draws all the parameters of a SimCLR view, `apply_view` makes it.
 
 `simclr_views(key, images, settings)` makes SimCLR's two views of a batch of uint8 images on the
 device, with per-example keys `fold_in(key, first_index + i)` so that the views of an example do not
@@ -17,26 +19,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import dm_pix
 import jax
 import jax.numpy as jnp
 
+from visionax.data.preprocess import model_input
 from visionax.errors import UserError
 
 __all__ = [
-    "to_float", "horizontal_flip", "random_crop", "sample_crop_box", "crop_and_resize",
-    "random_resized_crop", "color_jitter", "random_color_jitter", "random_grayscale",
-    "random_gaussian_blur", "affine", "random_affine", "ViewSettings", "augment_view",
-    "simclr_views",
+    "horizontal_flip", "random_crop", "sample_crop_box", "crop_and_resize",
+    "random_resized_crop", "color_jitter", "JitterParameters", "sample_color_jitter",
+    "apply_color_jitter", "random_color_jitter", "apply_grayscale", "random_grayscale",
+    "sample_gaussian_blur", "apply_gaussian_blur", "random_gaussian_blur", "affine", "random_affine",
+    "ViewSettings", "ViewParameters", "sample_view", "apply_view", "augment_view", "simclr_views",
 ]
-
-
-def to_float(images: jax.Array) -> jax.Array:
-    """uint8 images (0..255) as float32 in [0, 1]; float images unchanged (cast to float32)."""
-    if images.dtype == jnp.uint8:
-        return images.astype(jnp.float32) / 255.0
-    return images.astype(jnp.float32)
 
 
 def _scale(uniform: jax.Array, low: float, high: float) -> jax.Array:
@@ -67,9 +65,10 @@ def sample_crop_box(
     """A random box `[top, left, box_height, box_width]` (float pixels) covering a fraction of the
     image area uniform in `area_range`, with width/height log-uniform in `aspect_range`.
 
-    As torchvision (and Inception's `sample_distorted_bounding_box`): `attempts` candidates are
-    drawn and the first that fits inside the image is kept; if none fits, the whole image. The box
-    is not rounded to whole pixels (`crop_and_resize` interpolates).
+    As torchvision's `RandomResizedCrop`: `attempts` candidates are drawn and the first that fits
+    inside the image is kept; if none fits, the central crop of the whole image with its aspect
+    ratio clamped to `aspect_range` (the whole image when its ratio is inside). The box is not
+    rounded to whole pixels (`crop_and_resize` interpolates).
     """
     uniform = jax.random.uniform(key, (2 * attempts + 2,))  # one draw: few PRNG calls compile fast
     area = height * width * _scale(uniform[:attempts], *area_range)
@@ -77,11 +76,22 @@ def sample_crop_box(
     box_width, box_height = jnp.sqrt(area * aspect), jnp.sqrt(area / aspect)
     fits = (box_width <= width) & (box_height <= height)
     first = jnp.argmax(fits)
-    box_height = jnp.where(fits[first], box_height[first], height)
-    box_width = jnp.where(fits[first], box_width[first], width)
-    top = uniform[-2] * (height - box_height)
-    left = uniform[-1] * (width - box_width)
+    fallback_height, fallback_width = _central_box(height, width, aspect_range)
+    box_height = jnp.where(fits[first], box_height[first], fallback_height)
+    box_width = jnp.where(fits[first], box_width[first], fallback_width)
+    top = jnp.where(fits[first], uniform[-2] * (height - box_height), (height - box_height) / 2)
+    left = jnp.where(fits[first], uniform[-1] * (width - box_width), (width - box_width) / 2)
     return jnp.stack([top, left, box_height, box_width])
+
+
+def _central_box(height: int, width: int, aspect_range: tuple[float, float]) -> tuple[float, float]:
+    """torchvision's fallback size: the whole image with width/height clamped to `aspect_range`."""
+    ratio = width / height
+    if ratio < aspect_range[0]:
+        return float(round(width / aspect_range[0])), float(width)
+    if ratio > aspect_range[1]:
+        return float(height), float(round(height * aspect_range[1]))
+    return float(height), float(width)
 
 
 def crop_and_resize(image: jax.Array, box: jax.Array, output_size: tuple[int, int]) -> jax.Array:
@@ -139,33 +149,76 @@ def color_jitter(
         0, 4, lambda position, x: jax.lax.switch(order[position], branches, x), image)
 
 
-def random_color_jitter(
-    key: jax.Array, image: jax.Array, strength: float, probability: float = 0.8
-) -> jax.Array:
-    """SimCLR's colour distortion at strength s, with probability `probability`: brightness
+class JitterParameters(NamedTuple):
+    """One draw of SimCLR's colour distortion: whether it applies, brightness δ_b, contrast and
+    saturation factors, hue δ_h, and the order of the four operations (a permutation of 0..3)."""
+
+    applied: jax.Array
+    brightness: jax.Array
+    contrast: jax.Array
+    saturation: jax.Array
+    hue: jax.Array
+    order: jax.Array
+
+
+def sample_color_jitter(key: jax.Array, strength: float, probability: float = 0.8) -> JitterParameters:
+    """SimCLR's colour distortion at strength s: applied with probability `probability`; brightness
     δ_b ~ U[−0.8s, 0.8s] (additive, SimCLR v1), contrast and saturation factors ~ U[1−0.8s, 1+0.8s]
-    (floored at 0), hue δ_h ~ U[−0.2s, 0.2s], in a random order (`color_jitter`)."""
+    (floored at 0), hue δ_h ~ U[−0.2s, 0.2s], the four in a uniformly random order."""
     uniform = jax.random.uniform(key, (9,))
     intensity, hue = 0.8 * strength, 0.2 * strength
     low = max(0.0, 1.0 - intensity)
-    jittered = color_jitter(
-        image,
-        _scale(uniform[1], -intensity, intensity),
-        _scale(uniform[2], low, 1.0 + intensity),
-        _scale(uniform[3], low, 1.0 + intensity),
-        _scale(uniform[4], -hue, hue),
-        jnp.argsort(uniform[5:]),  # a uniformly random permutation of the four operations
+    return JitterParameters(
+        applied=uniform[0] < probability,
+        brightness=_scale(uniform[1], -intensity, intensity),
+        contrast=_scale(uniform[2], low, 1.0 + intensity),
+        saturation=_scale(uniform[3], low, 1.0 + intensity),
+        hue=_scale(uniform[4], -hue, hue),
+        order=jnp.argsort(uniform[5:]),  # a uniformly random permutation of the four operations
     )
-    return jnp.where(uniform[0] < probability, jittered, image)
+
+
+def apply_color_jitter(image: jax.Array, parameters: JitterParameters) -> jax.Array:
+    """`color_jitter` with the drawn parameters where they apply, else the image unchanged."""
+    jittered = color_jitter(image, parameters.brightness, parameters.contrast, parameters.saturation,
+                            parameters.hue, parameters.order)
+    return jnp.where(parameters.applied, jittered, image)
+
+
+def random_color_jitter(
+    key: jax.Array, image: jax.Array, strength: float, probability: float = 0.8
+) -> jax.Array:
+    """SimCLR's colour distortion (`sample_color_jitter`) applied to `image`."""
+    return apply_color_jitter(image, sample_color_jitter(key, strength, probability))
+
+
+def apply_grayscale(image: jax.Array, applied: jax.Array) -> jax.Array:
+    """Where `applied`, every channel becomes the luma 0.2989 R + 0.5870 G + 0.1140 B (Rec. 601);
+    a 1-channel image is returned unchanged."""
+    if image.shape[-1] == 1:
+        return image
+    return jnp.where(applied, dm_pix.rgb_to_grayscale(image, keep_dims=True), image)
 
 
 def random_grayscale(key: jax.Array, image: jax.Array, probability: float = 0.2) -> jax.Array:
-    """With probability `probability`, every channel becomes the luma 0.2989 R + 0.5870 G + 0.1140 B
-    (Rec. 601); a 1-channel image is returned unchanged."""
-    if image.shape[-1] == 1:
-        return image
-    gray = dm_pix.rgb_to_grayscale(image, keep_dims=True)
-    return jnp.where(jax.random.bernoulli(key, probability), gray, image)
+    """`apply_grayscale` with probability `probability`."""
+    return apply_grayscale(image, jax.random.bernoulli(key, probability))
+
+
+def sample_gaussian_blur(key: jax.Array, probability: float = 0.5,
+                         sigma_range: tuple[float, float] = (0.1, 2.0)) -> tuple[jax.Array, jax.Array]:
+    """(whether to blur, with probability `probability`; σ ~ U[sigma_range])."""
+    uniform = jax.random.uniform(key, (2,))
+    return uniform[0] < probability, _scale(uniform[1], *sigma_range)
+
+
+def apply_gaussian_blur(image: jax.Array, applied: jax.Array, sigma: jax.Array,
+                        kernel_fraction: float = 0.1) -> jax.Array:
+    """Where `applied`, convolve with the separable Gaussian g(x) ∝ exp(−x²/2σ²) normalised to sum
+    1, over a kernel of 2·⌊k/2⌋+1 taps where k = ⌊kernel_fraction · height⌋ (SimCLR: 10% of the
+    image side; zero padding at the borders)."""
+    blurred = dm_pix.gaussian_blur(image, sigma, int(kernel_fraction * image.shape[0]))
+    return jnp.where(applied, blurred, image)
 
 
 def random_gaussian_blur(
@@ -175,14 +228,8 @@ def random_gaussian_blur(
     sigma_range: tuple[float, float] = (0.1, 2.0),
     kernel_fraction: float = 0.1,
 ) -> jax.Array:
-    """With probability `probability`, convolve with the separable Gaussian g(x) ∝ exp(−x²/2σ²)
-    normalised to sum 1, σ ~ U[sigma_range], over a kernel of 2·⌊k/2⌋+1 taps where
-    k = ⌊kernel_fraction · height⌋ (SimCLR: 10% of the image side; zero padding at the borders)."""
-    uniform = jax.random.uniform(key, (2,))
-    sigma = _scale(uniform[1], *sigma_range)
-    kernel_size = int(kernel_fraction * image.shape[0])
-    blurred = dm_pix.gaussian_blur(image, sigma, kernel_size)
-    return jnp.where(uniform[0] < probability, blurred, image)
+    """`apply_gaussian_blur` with probability `probability` and σ ~ U[sigma_range]."""
+    return apply_gaussian_blur(image, *sample_gaussian_blur(key, probability, sigma_range), kernel_fraction)
 
 
 def affine(
@@ -240,18 +287,71 @@ class ViewSettings:
     grayscale_probability: float = 0.2
     blur_probability: float = 0.0
 
+    def __post_init__(self):
+        for name in ("flip_probability", "jitter_probability", "grayscale_probability", "blur_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"augment.{name}={getattr(self, name)} is not a probability; "
+                                f"pass --config.augment.{name}=<a value in [0, 1]>")
+        low, high = self.area_range
+        if not 0.0 < low <= high <= 1.0:
+            raise UserError(f"augment.min_area={low} must be in (0, 1]; pass e.g. --config.augment.min_area=0.2")
+        if self.jitter_strength < 0:
+            raise UserError(f"augment.jitter_strength={self.jitter_strength} must be >= 0; "
+                            "pass e.g. --config.augment.jitter_strength=0.5")
+
+    @classmethod
+    def from_config(cls, augment, output_size: tuple[int, int]) -> "ViewSettings":
+        """From a config's `augment` block (min_area, flip/jitter/grayscale/blur probabilities and
+        jitter_strength) at the dataset's `output_size`."""
+        return cls(
+            output_size=tuple(output_size), area_range=(augment.min_area, 1.0),
+            flip_probability=augment.flip_probability, jitter_strength=augment.jitter_strength,
+            jitter_probability=augment.jitter_probability,
+            grayscale_probability=augment.grayscale_probability,
+            blur_probability=augment.blur_probability,
+        )
+
+
+class ViewParameters(NamedTuple):
+    """Every random draw of one view: the crop box `[top, left, height, width]`, the flip, the
+    colour jitter, the grayscale conversion, the blur and its σ."""
+
+    box: jax.Array
+    flip: jax.Array
+    jitter: JitterParameters
+    grayscale: jax.Array
+    blur: jax.Array
+    sigma: jax.Array
+
+
+def sample_view(key: jax.Array, settings: ViewSettings, height: int, width: int) -> ViewParameters:
+    """The random parameters of one view of a `[height, width, c]` image under `settings`."""
+    crop_key, flip_key, jitter_key, gray_key, blur_key = jax.random.split(key, 5)
+    blur, sigma = sample_gaussian_blur(blur_key, settings.blur_probability)
+    return ViewParameters(
+        box=sample_crop_box(crop_key, height, width, settings.area_range, settings.aspect_range),
+        flip=jax.random.bernoulli(flip_key, settings.flip_probability),
+        jitter=sample_color_jitter(jitter_key, settings.jitter_strength, settings.jitter_probability),
+        grayscale=jax.random.bernoulli(gray_key, settings.grayscale_probability),
+        blur=blur, sigma=sigma,
+    )
+
+
+def apply_view(image: jax.Array, parameters: ViewParameters, settings: ViewSettings) -> jax.Array:
+    """The view `[*settings.output_size, channels]` of one float image in [0, 1]: crop and resize,
+    flip, colour jitter, grayscale, blur, in SimCLR's order."""
+    view = crop_and_resize(image, parameters.box, settings.output_size)
+    view = jax.lax.cond(parameters.flip, dm_pix.flip_left_right, lambda x: x, view)
+    view = apply_color_jitter(view, parameters.jitter)
+    view = apply_grayscale(view, parameters.grayscale)
+    if settings.blur_probability > 0:
+        view = apply_gaussian_blur(view, parameters.blur, parameters.sigma)
+    return view
+
 
 def augment_view(key: jax.Array, image: jax.Array, settings: ViewSettings) -> jax.Array:
     """One random view `[*settings.output_size, channels]` of one float image in [0, 1]."""
-    crop_key, flip_key, jitter_key, gray_key, blur_key = jax.random.split(key, 5)
-    view = random_resized_crop(crop_key, image, settings.output_size, settings.area_range,
-                               settings.aspect_range)
-    view = horizontal_flip(flip_key, view, settings.flip_probability)
-    view = random_color_jitter(jitter_key, view, settings.jitter_strength, settings.jitter_probability)
-    view = random_grayscale(gray_key, view, settings.grayscale_probability)
-    if settings.blur_probability > 0:
-        view = random_gaussian_blur(blur_key, view, settings.blur_probability)
-    return view
+    return apply_view(image, sample_view(key, settings, image.shape[0], image.shape[1]), settings)
 
 
 def simclr_views(
@@ -272,4 +372,4 @@ def simclr_views(
             jax.random.split(example_key), image, settings)
         return views[0], views[1]
 
-    return jax.vmap(two_views)(example_keys, to_float(images))
+    return jax.vmap(two_views)(example_keys, model_input(images))

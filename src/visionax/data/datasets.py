@@ -25,21 +25,32 @@ FILE_FORMAT = "array_record"
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """Which dataset to read: `name`, plus `folder` and `image_size` for "image_folder"."""
+    """Which dataset to read: `name`, plus `folder`, `image_size` and `skip_bad_images` for
+    "image_folder"."""
 
     name: str = "digits"
     folder: str = ""
     image_size: int = 32
     data_dir: str | None = None
+    skip_bad_images: bool = False
 
     @classmethod
     def from_config(cls, data_config: Any) -> "DatasetSpec":
-        """From a config's `data` block (keys name, folder, image_size, data_dir)."""
+        """From a config's `data` block (keys name, folder, image_size, data_dir, skip_bad_images).
+        A folder given with the default name "digits" selects the image folder: the folder is
+        what the user asked for."""
+        name, folder = data_config.get("name", "digits"), data_config.get("folder", "") or ""
+        if folder and name == "digits":
+            name = "image_folder"
+        elif folder and name != "image_folder":
+            raise UserError(f"data.folder={folder!r} is read only with data.name=image_folder, not {name!r}; "
+                            "drop --config.data.folder or pass --config.data.name=image_folder")
         return cls(
-            name=data_config.get("name", "digits"),
-            folder=data_config.get("folder", "") or "",
+            name=name,
+            folder=folder,
             image_size=int(data_config.get("image_size", 32)),
             data_dir=data_config.get("data_dir", None) or None,
+            skip_bad_images=bool(data_config.get("skip_bad_images", False)),
         )
 
 
@@ -65,7 +76,8 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
     elif spec.name == "image_folder":
         if not spec.folder:
             raise UserError("data.name=image_folder needs a folder; pass --config.data.folder=<dir>")
-        builder = VisionaxImageFolder(config=folder_config(spec.folder, spec.image_size), data_dir=spec.data_dir)
+        builder = VisionaxImageFolder(config=folder_config(spec.folder, spec.image_size, spec.skip_bad_images),
+                                      data_dir=spec.data_dir)
     else:
         builder = _catalog_builder(spec)
     if builder.is_prepared():
@@ -79,6 +91,8 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
     tfds.disable_progress_bar()
     try:
         builder.download_and_prepare(file_format=FILE_FORMAT)
+        if spec.name == "image_folder":
+            _report_folder(builder)
     except UserError:
         raise
     except ImportError as error:
@@ -93,6 +107,20 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
             "--config.data.folder=<dir>"
         ) from None
     return builder
+
+
+def _report_folder(builder: VisionaxImageFolder) -> None:
+    """One line each for what preparing an image folder left out."""
+    layout = builder.layout
+    for what, paths in (("files that are not images", builder.ignored),
+                        ("images that cannot be decoded (skip_bad_images)", builder.skipped)):
+        if paths:
+            print(f"note: {len(paths)} {what} in {layout.root} were left out "
+                  f"(e.g. {paths[0].relative_to(layout.root)})")
+    without_test = [name for label, name in enumerate(layout.classes)
+                    if not any(image_label == label for _, image_label in layout.images["test"])]
+    if without_test:
+        print(f"note: class {', '.join(without_test)} of {layout.root} has no test images")
 
 
 def data_source(spec: DatasetSpec, split: str) -> Sequence[dict]:
@@ -127,7 +155,9 @@ def load_arrays(
     folder: str = "",
     image_size: int = 32,
     data_dir: str | None = None,
+    skip_bad_images: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole split in memory: `(images uint8 [n, h, w, c], labels int32 [n])`."""
-    spec = DatasetSpec(name=name, folder=folder, image_size=image_size, data_dir=data_dir)
+    spec = DatasetSpec(name=name, folder=folder, image_size=image_size, data_dir=data_dir,
+                       skip_bad_images=skip_bad_images)
     return as_arrays(data_source(spec, split))

@@ -79,16 +79,3 @@ class Batches:
         if images.ndim == 3:
             images = images[..., None]
         return {"image": images, "label": np.asarray([record["label"] for record in records], np.int32)}
-
-
-def eval_batches(images: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
-    """`images` cut into `batch_size` chunks in order, the last padded with zeros: `(chunk, valid count)`."""
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        valid = len(chunk)
-        if valid < batch_size:
-            padding = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
-            chunk = np.concatenate([chunk, padding])
-        chunks.append((chunk, valid))
-    return chunks

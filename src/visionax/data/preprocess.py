@@ -1,4 +1,8 @@
-"""Data preprocessing of lecture 7: statistics fitted on the training set, then applied to any set.
+"""Data preprocessing of lecture 7, and the one image convention every model input goes through.
+
+`model_input` turns stored uint8 images into what every model of visionax sees: float32 in [0, 1].
+Every trainer, evaluator, augmentation and the raw-pixel baseline calls it, so an encoder trained
+by one experiment sees the same range when another fine-tunes or evaluates it.
 
 Each `fit_*` takes training images (N, ...) — channels last, e.g. (N, H, W, C) or (N, D) — and
 returns a small immutable transform whose `apply(x)` (or call) preprocesses any batch with the
@@ -14,9 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "MeanImage", "ChannelMean", "ChannelStandardize", "PCA", "ZCA",
+    "model_input", "MeanImage", "ChannelMean", "ChannelStandardize", "PCA", "ZCA",
     "fit_mean_image", "fit_channel_mean", "fit_channel_standardize", "fit_pca", "fit_zca",
 ]
+
+
+def model_input(images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """uint8 images `[..., height, width, channels]` (0..255) as `dtype` in [0, 1]: x / 255.
+
+    Float images are taken to be in [0, 1] already and only cast (augmented views are).
+    """
+    images = jnp.asarray(images)
+    if images.dtype == jnp.uint8:
+        images = images.astype(jnp.float32) / 255.0
+    return images.astype(dtype)
 
 
 class MeanImage(NamedTuple):

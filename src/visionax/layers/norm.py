@@ -33,17 +33,20 @@ def _axes(ndim: int, axes: Axes) -> tuple[int, ...]:
     return tuple(sorted({axis % ndim for axis in axes}))
 
 
-def _mean(x: jax.Array, axes: tuple[int, ...], axis_name: str | None) -> jax.Array:
-    mean = jnp.mean(x, axis=axes)
-    return mean if axis_name is None else lax.pmean(mean, axis_name)
-
-
 def _stats(x: jax.Array, axes: tuple[int, ...], axis_name: str | None = None):
-    """Mean μ and biased variance σ² = mean((x − μ)²) over `axes` (two passes), averaged over `axis_name`."""
+    """Mean μ = E[x] and biased variance σ² = E[(x − μ)²] = E[x²] − E[x]² over `axes`.
+
+    One pass over x, in float32 or wider, as flax computes it: E[x] and E[x²] are reduced together
+    (one XLA fusion, and one `pmean` of both when averaged over `axis_name`). The difference keeps
+    float32's ~7 digits of E[x²], so σ² has an absolute error of about 1e-7·μ² (exact for |μ| ≲ σ,
+    coarse for |μ| ≫ σ, where a two-pass mean((x − μ)²) would stay exact); rounding can then take it
+    below 0, so it is clipped at 0."""
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    mean = _mean(x, axes, axis_name)
-    var = _mean(jnp.square(x - jnp.expand_dims(mean, axes)), axes, axis_name)
-    return mean, var
+    square = jnp.square(x)
+    mean, mean_sq = jnp.mean(x, axis=axes), jnp.mean(square, axis=axes)
+    if axis_name is not None:
+        mean, mean_sq = lax.pmean(jnp.stack([mean, mean_sq]), axis_name)
+    return mean, jnp.maximum(0.0, mean_sq - jnp.square(mean))
 
 
 def _normalize(module: nn.Module, x, mean, var, reduction_axes, feature_axes, epsilon, use_scale, use_bias):
@@ -51,10 +54,12 @@ def _normalize(module: nn.Module, x, mean, var, reduction_axes, feature_axes, ep
     with m = γ / √(σ² + ε) computed on the statistics' shape (one multiply per element, no divide)."""
     feature_shape = [x.shape[axis] for axis in feature_axes]
     broadcast = [x.shape[axis] if axis in feature_axes else 1 for axis in range(x.ndim)]
-    multiplier = lax.rsqrt(jnp.expand_dims(var, reduction_axes) + epsilon)
+    mean, var = jnp.expand_dims(mean, reduction_axes), jnp.expand_dims(var, reduction_axes)
+    centred = x - mean
+    multiplier = lax.rsqrt(var + epsilon)
     if use_scale:
         multiplier = multiplier * module.param("scale", nn.initializers.ones, feature_shape, jnp.float32).reshape(broadcast)
-    y = (x - jnp.expand_dims(mean, reduction_axes)) * multiplier
+    y = centred * multiplier
     if use_bias:
         y = y + module.param("bias", nn.initializers.zeros, feature_shape, jnp.float32).reshape(broadcast)
     return y
@@ -92,21 +97,24 @@ class BatchNorm(nn.Module):
         feature_shape = [x.shape[axis] for axis in feature_axes]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(feature_shape, jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(feature_shape, jnp.float32))
-        # x `[B, ...]` seen as `[splits, B/splits, ...]`: statistics per slice, one slice unless split.
+        # Split: x `[B, ...]` seen as `[splits, B/splits, ...]`, statistics per slice (a leading
+        # axis, `lead` = 1, that is not reduced); otherwise x itself, with no reshape in the program.
         splits = 1 if use_running_average or self.is_initializing() else self.num_splits
         if splits > 1:
             self._check_splits(x, feature_axes)
-        slices = x.reshape(splits, x.shape[0] // splits, *x.shape[1:])
-        slice_features = tuple(axis + 1 for axis in feature_axes)
-        reduction_axes = tuple(axis for axis in range(1, slices.ndim) if axis not in slice_features)
+        lead = int(splits > 1)
+        slices = x.reshape(splits, x.shape[0] // splits, *x.shape[1:]) if lead else x
+        slice_features = tuple(axis + lead for axis in feature_axes)
+        reduction_axes = tuple(axis for axis in range(lead, slices.ndim) if axis not in slice_features)
         if use_running_average:
-            mean, var = ra_mean.value[None], ra_var.value[None]
+            mean, var = ra_mean.value, ra_var.value
         else:
             axis_name = None if self.is_initializing() else self.axis_name
-            mean, var = _stats(slices, reduction_axes, axis_name)  # [splits, *features]
+            mean, var = _stats(slices, reduction_axes, axis_name)  # [splits, *features] or [*features]
             if not self.is_initializing():
-                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * jnp.mean(mean, axis=0)
-                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * jnp.mean(var, axis=0)
+                batch_mean, batch_var = (jnp.mean(mean, axis=0), jnp.mean(var, axis=0)) if lead else (mean, var)
+                ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * batch_mean
+                ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * batch_var
         y = _normalize(self, slices, mean, var, reduction_axes, slice_features, self.epsilon,
                        self.use_scale, self.use_bias).reshape(x.shape)
         return y if self.dtype is None else y.astype(self.dtype)

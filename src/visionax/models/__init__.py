@@ -9,7 +9,8 @@ pooled feature vector `[batch, features]` instead of logits.
 Every model takes `dtype` (computation dtype; parameters stay float32), `conv_impl` (see
 `visionax.layers.conv`) and `bn_axis_name` (BatchNorm statistics averaged over that mesh axis; a
 no-op for AlexNet, ZFNet and VGG, which have no BatchNorm); the other options of each family are
-listed by `model_options(name)` and in the error for a wrong one.
+listed by `model_options(name)` and in the error for a wrong one. Their parameter and MAC counts:
+`visionax.models.costs`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from visionax.layers.regularize import Dropout
 from visionax.models.common import (adaptive_avg_pool, classify, conv_def, dense_def, max_pool,
                                     scaled)
 
@@ -66,11 +67,11 @@ class ConvNet(nn.Module):
                 x = max_pool(x, *spec)
         x = adaptive_avg_pool(x, self.pool_size).reshape(x.shape[0], -1)
         hidden = scaled(self.hidden, self.width_mult)
-        drop = nn.Dropout(self.dropout, deterministic=not train)
+        drop = Dropout(self.dropout)
         if not self.dropout_after_relu:
-            x = drop(x)  # AlexNet drops the pooled features
+            x = drop(x, train=train)  # AlexNet drops the pooled features
         x = nn.relu(dense_def(self.dtype)(hidden, name="fc6")(x))
-        x = nn.relu(dense_def(self.dtype)(hidden, name="fc7")(drop(x)))
+        x = nn.relu(dense_def(self.dtype)(hidden, name="fc7")(drop(x, train=train)))
         # VGG also drops fc7's output before the classifier.
         return classify(x, self.num_classes, self.dtype, train,
                         dropout=self.dropout if self.dropout_after_relu else 0.0)

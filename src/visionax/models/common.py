@@ -2,7 +2,9 @@
 
 Convolutions use `visionax.layers.conv.conv_module(conv_impl)`; padding is explicit and symmetric
 (`k // 2` on each side, as in PyTorch), so output sizes and weights line up with torchvision. Every
-module computes in `dtype` and keeps float32 parameters.
+module computes in `dtype` and keeps float32 parameters. BatchNorm, dropout and the convolutions'
+He init are the course's hand-written layers (`visionax.layers.norm.BatchNorm`,
+`visionax.layers.regularize.Dropout` and `drop_path`, `visionax.layers.init.kaiming`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from visionax.layers import init
 from visionax.layers.conv import conv_module
 from visionax.layers.norm import BatchNorm
+from visionax.layers.regularize import Dropout
 
 ModuleDef = Callable[..., nn.Module]
 
 # torchvision's conv init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
-conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+conv_kernel_init = init.kaiming(mode="fan_out")
 
 BN_MOMENTUM = 0.9  # flax's momentum = 1 - PyTorch's momentum (0.1)
 BN_EPSILON = 1e-5
@@ -55,15 +59,11 @@ def conv_def(conv_impl: str, dtype: Any, **defaults) -> ModuleDef:
 
 
 def norm_def(train: bool, dtype: Any, axis_name: str | None = None, splits: int = 1) -> ModuleDef:
-    """`nn.BatchNorm` (momentum 0.9, epsilon 1e-5), batch statistics when `train`, synced over `axis_name`;
-    with `splits` > 1, split BatchNorm: statistics per slice of batch/splits consecutive examples."""
-    if splits > 1:
-        return functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                                 epsilon=BN_EPSILON, dtype=dtype, axis_name=axis_name,
-                                 num_splits=splits)
-    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
-                             epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32,
-                             axis_name=axis_name)
+    """The hand-written `visionax.layers.norm.BatchNorm` (momentum 0.9, epsilon 1e-5): batch statistics
+    when `train`, synced over `axis_name`; with `splits` > 1, split BatchNorm: statistics per slice
+    of batch/splits consecutive examples. Variables as flax's: params scale, bias; batch_stats mean, var."""
+    return functools.partial(BatchNorm, use_running_average=not train, momentum=BN_MOMENTUM,
+                             epsilon=BN_EPSILON, dtype=dtype, axis_name=axis_name, num_splits=splits)
 
 
 def dense_def(dtype: Any, **defaults) -> ModuleDef:
@@ -154,10 +154,11 @@ class SqueezeExcite(nn.Module):
 def classify(features: jnp.ndarray, num_classes: int | None, dtype: Any, train: bool,
              dropout: float = 0.0) -> jnp.ndarray:
     """The classifier head, called inside a model's compact `__call__`: `Dense(num_classes)` named
-    "head" on the pooled features (after dropout when `dropout` > 0 and `train`), or the features
+    "head" on the pooled features (after `visionax.layers.regularize.Dropout` when `dropout` > 0 and
+    `train`), or the features
     themselves when `num_classes` is None or 0 (an encoder for SimCLR/MoCo). Returns float32."""
     if not num_classes:
         return features.astype(jnp.float32)
     if dropout:
-        features = nn.Dropout(dropout, deterministic=not train)(features)
+        features = Dropout(dropout)(features, train=train)
     return dense_def(dtype)(num_classes, name="head")(features).astype(jnp.float32)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from visionax.layers.regularize import Dropout
 from visionax.models.common import (ModuleDef, avg_pool, classify, conv_def, global_avg_pool,
                                     max_pool, norm_def, pad)
 
@@ -40,7 +41,7 @@ class DenseLayer(nn.Module):
         y = self.conv(self.growth_rate, (3, 3), padding=pad(3), name="conv2")(
             nn.relu(self.norm(name="norm2")(y)))
         if self.drop_rate:
-            y = nn.Dropout(self.drop_rate, deterministic=not train)(y)
+            y = Dropout(self.drop_rate)(y, train=train)
         return jnp.concatenate([x, y], axis=-1)
 
 

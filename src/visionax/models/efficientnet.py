@@ -12,7 +12,8 @@ times the width coefficient (rounded to a multiple of 8) and its repeats times t
 `efficientnet_b7` parameter for parameter (5,288,548 … 66,347,960).
 
 `stochastic_depth` (0.2) is the largest drop rate of the residual branches (rising linearly with
-depth); with `train=True`, stochastic depth and dropout need `rngs={"dropout": key}`.
+depth; `visionax.layers.regularize.drop_path`); with `train=True`, stochastic depth and dropout need
+`rngs={"dropout": key}`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from visionax.layers.regularize import drop_path
 from visionax.models.common import (ConvBNAct, ModuleDef, SqueezeExcite, classify, conv_def,
                                     global_avg_pool, make_divisible, norm_def)
 
@@ -82,8 +84,8 @@ class MBConv(nn.Module):
         y = ConvBNAct(self.features, 1, self.conv, self.norm, activation=None, name="project")(y)
         if self.stride == 1 and x.shape == y.shape:
             # Stochastic depth: drop the whole residual branch of a sample (rescaled by 1/(1-p)).
-            y = nn.Dropout(self.drop_rate, broadcast_dims=(1, 2, 3), deterministic=not train)(y)
-            y = x + y
+            drop = train and self.drop_rate > 0
+            y = x + drop_path(y, self.drop_rate, self.make_rng("dropout") if drop else None, drop)
         return y
 
 

@@ -57,7 +57,8 @@ class TwoLayerNet(nn.Module):
     num_classes: int
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        del train  # no dropout, no BatchNorm: the same in training and evaluation
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.hidden, kernel_init=kaiming(), name="fc1")(x))
         return nn.Dense(self.num_classes, kernel_init=kaiming(), name="fc2")(x)

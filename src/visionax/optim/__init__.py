@@ -15,7 +15,7 @@ from typing import Any
 
 import optax
 
-from visionax.errors import UserError
+from visionax import registry
 from visionax.optim.averaging import PolyakAverage, PolyakState, polyak_average
 from visionax.optim.first_order import (
     MomentumState,
@@ -37,7 +37,7 @@ from visionax.optim.first_order import (
     scale_by_rmsprop,
     sgd,
 )
-from visionax.optim.lars import add_decayed_weights, lars, lars_mask, scale_by_trust_ratio
+from visionax.optim.lars import add_decayed_weights, lars, scale_by_trust_ratio
 from visionax.optim.second_order import LbfgsResult, lbfgs_minimize, newton, newton_step
 
 #: The first-order optimizers by name.
@@ -54,11 +54,7 @@ OPTIMIZERS = {
 
 def get(name: str, learning_rate: ScalarOrSchedule, **options: Any) -> optax.GradientTransformation:
     """The optimizer called `name` (a key of `OPTIMIZERS`); UserError for an unknown name."""
-    if name not in OPTIMIZERS:
-        raise UserError(
-            f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}"
-        )
-    return OPTIMIZERS[name](learning_rate, **options)
+    return registry.lookup(OPTIMIZERS, name, "optimizer")(learning_rate, **options)
 
 
 __all__ = [
@@ -77,7 +73,6 @@ __all__ = [
     "add_decayed_weights",
     "get",
     "lars",
-    "lars_mask",
     "lbfgs_minimize",
     "momentum",
     "nesterov",

@@ -9,7 +9,8 @@ coefficient η and learning rate ε:
 
 Tensors the mask leaves out get neither weight decay nor the trust ratio: plain momentum SGD.
 This is SimCLR's `LARSOptimizer` (its `exclude_from_weight_decay` and
-`exclude_from_layer_adaptation` both set to batch normalisation and biases).
+`exclude_from_layer_adaptation` both set to batch normalisation and biases); the default mask is
+the project's one weight-decay rule, `visionax.losses.penalties.decay_mask`.
 
 The norms are per tensor: under `shard_map` or `pmap` with replicated parameters each device
 computes the same update. (Parameters *sharded* across devices would need the norms all-reduced.)
@@ -23,39 +24,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from visionax.losses.penalties import decay_mask
 from visionax.optim.first_order import (
     ScalarOrSchedule,
     scale_by_learning_rate,
     scale_by_momentum,
 )
-
-#: Path fragments that mark a parameter as excluded by `lars_mask`.
-EXCLUDED_NAMES = ("bias", "scale")
-
-
-def _key_name(key: Any) -> str:
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
-def lars_mask(params: Any) -> Any:
-    """The default LARS mask: True for the tensors that get weight decay and the trust ratio.
-
-    A leaf is excluded (False) when any key on its path contains "bias" or "scale" (Flax's names
-    for biases and for the BatchNorm/LayerNorm scale), case-insensitive, or when it has at most
-    one dimension (every bias and normalisation parameter, and any scalar such as a learned
-    temperature). Convolution and dense kernels remain.
-    """
-
-    def selected(path, leaf) -> bool:
-        names = [_key_name(key).lower() for key in path]
-        if any(excluded in name for name in names for excluded in EXCLUDED_NAMES):
-            return False
-        return jnp.ndim(leaf) > 1
-
-    return jax.tree_util.tree_map_with_path(selected, params)
 
 
 def add_decayed_weights(*, weight_decay: float = 0.0) -> optax.GradientTransformation:
@@ -96,12 +70,12 @@ def lars(
     momentum: float = 0.9,
     weight_decay: float = 1e-6,
     trust_coefficient: float = 0.001,
-    mask: Union[Any, Callable[[Any], Any], None] = lars_mask,
+    mask: Union[Any, Callable[[Any], Any], None] = decay_mask,
 ) -> optax.GradientTransformation:
     """LARS with momentum, weight decay and the trust ratio applied where `mask` is True.
 
     `mask` is a pytree of booleans matching the parameters (or a prefix of them), or a function
-    of the parameters returning one; the default `lars_mask` excludes biases and normalisation
+    of the parameters returning one; the default `decay_mask` excludes biases and normalisation
     parameters (see there); `None` applies weight decay and the trust ratio to every tensor.
 
     Optax twin: `optax.lars(learning_rate, weight_decay=weight_decay, weight_decay_mask=mask,

@@ -8,15 +8,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ProjectionHead", "ContrastiveModel"]
+from visionax.data.preprocess import model_input
+from visionax.layers.norm import BatchNorm
+
+__all__ = ["ProjectionHead", "ContrastiveModel", "embed"]
 
 
 class ProjectionHead(nn.Module):
     """MLP g(h) = W_L·σ(BN(W_{L−1}·…σ(BN(W_1·h)))) mapping features `[batch, features]` to
     `[batch, output_dim]` (at least float32): `num_layers` = 1 is a linear head (MoCo v1), 2 or 3 SimCLR's.
 
-    `batch_norm` puts BatchNorm (momentum 0.9, synchronised over `bn_axis_name` when training) after
-    every hidden Dense layer, whose bias it then replaces.
+    `batch_norm` puts BatchNorm (`visionax.layers.norm.BatchNorm`, momentum 0.9, synchronised over
+    `bn_axis_name` when training) after every hidden Dense layer, whose bias it then replaces.
     """
 
     hidden_dim: int = 512
@@ -32,8 +35,8 @@ class ProjectionHead(nn.Module):
         for _ in range(self.num_layers - 1):
             x = nn.Dense(self.hidden_dim, use_bias=not self.batch_norm, dtype=self.dtype)(x)
             if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                 axis_name=self.bn_axis_name, dtype=self.dtype)(x)
+                x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                              axis_name=self.bn_axis_name, dtype=self.dtype)(x)
             x = nn.relu(x)
         x = nn.Dense(self.output_dim, dtype=self.dtype)(x)
         return x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -51,3 +54,9 @@ class ContrastiveModel(nn.Module):
 
     def embed(self, images: jax.Array) -> jax.Array:
         return self.encoder(images, train=False)
+
+
+def embed(model: ContrastiveModel, variables: dict, images: jax.Array) -> jax.Array:
+    """Encoder features `[batch, features]` (evaluation mode, no head) of uint8 images `[batch, h,
+    w, c]` through `model_input`: what the kNN monitor, the linear probe and saved embeddings use."""
+    return model.apply(variables, model_input(images), method=ContrastiveModel.embed)

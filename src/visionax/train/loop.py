@@ -1,6 +1,7 @@
 """The training loop shared by every experiment.
 
-`fit` resumes from the latest checkpoint in the workdir, runs the compiled per-device step over the
+`fit` locks the workdir for the run, resumes from the latest checkpoint in it (a "resume" record
+in metrics.jsonl and a line on stdout say from which step), runs the compiled per-device step over the
 device mesh, logs metrics (metrics.jsonl, TensorBoard, a progress bar with step rate and ETA), saves
 checkpoints periodically and at the end, and stops at a NaN/Inf loss keeping the last good checkpoint.
 Because the state carries its rng and batch `s` is a pure function of `(seed, s)`, a run killed at any
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import sys
 from typing import Callable, Mapping
 
 import jax
@@ -38,8 +40,8 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def _mean_metrics(history: list[Mapping[str, jax.Array]], parallel: DataParallel) -> dict[str, float]:
-    fetched = jax.device_get([parallel.get_state(metrics) for metrics in history])
+def _mean_metrics(history: list[Mapping[str, jax.Array]], data_parallel: DataParallel) -> dict[str, float]:
+    fetched = jax.device_get([data_parallel.get_state(metrics) for metrics in history])
     return {name: float(np.mean([metrics[name] for metrics in fetched])) for name in fetched[0]}
 
 
@@ -50,7 +52,7 @@ def fit(
     state: TrainState,
     per_device_step: Step,
     batches: Batches,
-    parallel: DataParallel,
+    data_parallel: DataParallel,
     num_steps: int,
     evaluate: Evaluate | None = None,
 ) -> TrainState:
@@ -60,50 +62,63 @@ def fit(
     `config.eval_every` (0: evaluate only at the end).
     """
     workdir = pathlib.Path(workdir)
-    is_primary = jax.process_index() == 0
-    if is_primary:
+    checkpoint.claim_workdir(workdir, config, write=False)  # another config: refused before anything is touched
+    with checkpoint.WorkdirLock(workdir):
         checkpoint.claim_workdir(workdir, config)
+        return _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate)
+
+
+def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate) -> TrainState:
+    is_primary = jax.process_index() == 0
     checkpoints = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
     state = checkpoint.restore_latest(checkpoints, state)
     start = int(state.step)
     writer = MetricWriter(workdir, start_step=start, total_steps=num_steps, enabled=is_primary)
-    step_function = parallel.step(per_device_step)
-    device_state = parallel.put_state(state)
+    if start:
+        writer.write(start, "resume", {})
+        if is_primary:
+            print(f"resumed from step {start} ({workdir})")
+    step_function = data_parallel.step(per_device_step)
+    device_state = data_parallel.put_state(state)
     history = []
     try:
         for step in range(start, num_steps):
-            device_state, metrics = step_function(device_state, parallel.put_batch(batches.host_batch(step)))
+            device_state, metrics = step_function(device_state, data_parallel.put_batch(batches.host_batch(step)))
             history.append(metrics)
             done = step + 1
             saving = done % config.checkpoint_every == 0
             if done % config.log_every == 0 or done == num_steps or saving:
-                values = _mean_metrics(history, parallel)
+                values = _mean_metrics(history, data_parallel)
                 writer.advance(len(history))
                 history = []
                 if not all(math.isfinite(value) for value in values.values()):
                     raise _non_finite(values, done, checkpoints, workdir)
                 writer.write(done, "train", values)
             if saving:
-                host_state = parallel.get_state(device_state)
+                host_state = data_parallel.get_state(device_state)
                 if not bool(all_finite(host_state.params)):
                     raise _non_finite({"params": float("nan")}, done, checkpoints, workdir)
                 checkpoint.save(checkpoints, host_state)
             if evaluate and config.eval_every and done % config.eval_every == 0 and done != num_steps:
-                writer.write(done, "eval", evaluate(parallel.get_state(device_state), done))
-        state = parallel.get_state(device_state)
+                writer.write(done, "eval", evaluate(data_parallel.get_state(device_state), done))
+        state = data_parallel.get_state(device_state)
         if checkpoints.latest_step() != int(state.step):
             checkpoint.save(checkpoints, state, force=True)
         if evaluate:
             writer.write(int(state.step), "eval", evaluate(state, int(state.step)))
+        checkpoint.wait(checkpoints)
     finally:
-        checkpoints.wait_until_finished()
-        checkpoints.close()
         writer.close()
+        try:
+            checkpoints.close()
+        except Exception:  # noqa: BLE001 - a failed save already being reported must not be masked
+            if sys.exc_info()[0] is None:
+                raise
     return state
 
 
 def _non_finite(values, step, checkpoints, workdir) -> NonFiniteLossError:
-    checkpoints.wait_until_finished()
+    checkpoint.wait(checkpoints)
     last = checkpoints.latest_step()
     kept = f"the last good checkpoint (step {last}) is kept in {workdir}" if last is not None else "no checkpoint was saved"
     shown = ", ".join(f"{name}={value}" for name, value in values.items())

@@ -21,6 +21,12 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def last_record(workdir: str | pathlib.Path, split: str) -> dict:
+    """The newest record of `split` ("train" or "eval") in metrics.jsonl (empty when there is none)."""
+    records = [record for record in read_metrics(workdir) if record["split"] == split]
+    return records[-1] if records else {}
+
+
 class MetricWriter:
     """Appends records to metrics.jsonl and TensorBoard; on resume drops records after `start_step`."""
 

@@ -1,44 +1,40 @@
-"""The training state: one pytree holding everything a step reads and writes."""
+"""The training state: one pytree holding everything a step reads and writes, built one way.
+
+`create_train_state` is the single path from a model, an optimizer and an input shape to a step-0
+state, for every experiment: it initialises the variables, loads a pretrained encoder when
+`init_from` names a workdir (`visionax.train.pretrained`), and fills the fields of the state class.
+Methods with more state subclass `TrainState` with typed fields (MoCo: `visionax.ssl.moco`), and
+the checkpoint holds exactly the pytree fields (`savable`), never the static `apply_fn` and `tx`.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
+import flax.serialization
 import flax.struct
 import jax
+import jax.numpy as jnp
 import optax
 
+from visionax.optim.averaging import PolyakAverage, PolyakState
+from visionax.train.pretrained import load_pretrained
 
-@flax.struct.dataclass
-class TrainState:
-    """params, batch_stats, opt_state, step and rng, plus `extra` (e.g. MoCo's key encoder and queue).
+__all__ = ["TrainState", "AveragedTrainState", "initial_variables", "create_train_state"]
 
-    `apply_fn` and `tx` are static (not saved in checkpoints): the model's `apply` and the optimizer.
-    """
+
+class TrainState(flax.struct.PyTreeNode):
+    """step, params, batch_stats, opt_state and rng; `apply_fn` (the model's `apply`) and `tx` (the
+    optimizer) are static: not saved, not traced."""
 
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: optax.OptState
     rng: jax.Array
-    extra: Any
     apply_fn: Callable = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-
-    @classmethod
-    def create(cls, *, apply_fn, variables, tx, rng, extra=None) -> "TrainState":
-        """A step-0 state from Flax `variables` ({"params", optional "batch_stats"})."""
-        params = variables["params"]
-        return cls(
-            step=jax.numpy.zeros((), jax.numpy.int32),
-            params=params,
-            batch_stats=variables.get("batch_stats", {}),
-            opt_state=tx.init(params),
-            rng=rng,
-            extra={} if extra is None else extra,
-            apply_fn=apply_fn,
-            tx=tx,
-        )
 
     @property
     def variables(self) -> dict:
@@ -58,12 +54,62 @@ class TrainState:
         )
 
     def savable(self) -> dict:
-        """The pytree that is checkpointed (no static fields)."""
-        return {
-            "step": self.step, "params": self.params, "batch_stats": self.batch_stats,
-            "opt_state": self.opt_state, "rng": self.rng, "extra": self.extra,
-        }
+        """The pytree that is checkpointed: every pytree field, as nested dicts of arrays."""
+        return flax.serialization.to_state_dict(self)
 
     def restored(self, savable: dict) -> "TrainState":
         """This state with the fields of a restored `savable()` pytree."""
-        return self.replace(**savable)
+        return flax.serialization.from_state_dict(self, savable)
+
+
+class AveragedTrainState(TrainState):
+    """A state that also keeps the Polyak average θ̄ of its parameters (`visionax.optim.averaging`),
+    updated by the step after every optimizer update; evaluate with `average.params`."""
+
+    average: PolyakState
+
+    def update_average(self, averager: PolyakAverage) -> "AveragedTrainState":
+        return self.replace(average=averager.update(self.params, self.average))
+
+
+def initial_variables(rng: jax.Array, model, image_shape: tuple[int, ...]) -> dict:
+    """`model.init` on one zero image `[1, *image_shape]` in evaluation mode (compiled)."""
+    init = jax.jit(functools.partial(model.init, train=False))
+    return init(rng, jnp.zeros((1, *image_shape), jnp.float32))
+
+
+def create_train_state(
+    rng: jax.Array,
+    model,
+    tx: optax.GradientTransformation,
+    image_shape: tuple[int, ...],
+    *,
+    init_from: str = "",
+    state_class: type[TrainState] = TrainState,
+    fields: Callable[[dict, jax.Array], dict] | None = None,
+) -> TrainState:
+    """The step-0 `state_class` of `model` on images of `image_shape` `(height, width, channels)`.
+
+    `init_from`: a workdir whose latest checkpoint provides the encoder's weights (a head of another
+    shape stays freshly initialised; one line says what was loaded). `fields(variables, rng)`
+    returns the values of the fields `state_class` adds to `TrainState` (e.g. MoCo's key encoder
+    and queue), computed from the initial (or loaded) variables.
+    """
+    if fields is None:
+        (init_rng, state_rng), fields_rng = jax.random.split(rng), None
+    else:
+        init_rng, fields_rng, state_rng = jax.random.split(rng, 3)
+    variables = initial_variables(init_rng, model, image_shape)
+    if init_from:
+        variables = load_pretrained(variables, init_from)
+    params = variables["params"]
+    return state_class(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=state_rng,
+        apply_fn=model.apply,
+        tx=tx,
+        **(fields(variables, fields_rng) if fields is not None else {}),
+    )

@@ -1,12 +1,19 @@
 """Any image folder laid out as `root/{train,test}/<class>/<image>` as a TFDS builder.
 
-Images are decoded with Pillow, converted to RGB, resized to `image_size`×`image_size` (bilinear) and
-stored as uint8 tensors in array_record, so preparing and reading need no TensorFlow.
+Images are decoded with Pillow and converted to 8-bit RGB (grayscale, palette, RGBA and 16-bit
+images included), resized to `image_size`×`image_size` (bilinear) and stored as uint8 tensors in
+array_record, so preparing and reading need no TensorFlow. What a real folder holds beside images
+gets one line each: files that are not images are counted and ignored; an image that cannot be
+decoded is a one-line error naming it (or, with `skip_bad_images`, skipped and counted); a class
+present only in test/, an empty split or a folder without class folders are one-line errors. The
+prepared dataset is named after the folder's path and a fingerprint of its files (names, sizes,
+modification times), so a folder whose content changed is prepared again, never read stale.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import pathlib
 
@@ -16,11 +23,41 @@ import tensorflow_datasets as tfds
 from visionax.errors import UserError
 
 SPLITS = ("train", "test")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+__all__ = ["FolderLayout", "scan", "class_names", "ImageFolderConfig", "folder_config", "load_image",
+           "VisionaxImageFolder"]
 
 
-def class_names(root: pathlib.Path) -> list[str]:
-    """The sorted class folder names of `root/train`; a UserError when the layout is wrong."""
+@dataclasses.dataclass(frozen=True)
+class FolderLayout:
+    """What an image folder holds: its class names (from train/), the image files of each split
+    as `(path, label)`, and the files that are not images."""
+
+    root: pathlib.Path
+    classes: tuple[str, ...]
+    images: dict[str, tuple[tuple[pathlib.Path, int], ...]]
+    ignored: tuple[pathlib.Path, ...]
+
+    def fingerprint(self) -> str:
+        """A hash of every image's relative path, size and modification time."""
+        digest = hashlib.sha1()
+        for split in SPLITS:
+            for path, label in self.images[split]:
+                stat = path.stat()
+                digest.update(f"{path.relative_to(self.root)}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+        return digest.hexdigest()[:10]
+
+
+def _split_files(split_root: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    return {entry.name: sorted(path for path in entry.rglob("*") if path.is_file())
+            for entry in sorted(split_root.iterdir()) if entry.is_dir()}
+
+
+def scan(root: str | pathlib.Path) -> FolderLayout:
+    """The layout of `root/{train,test}/<class>/<image>`; a UserError naming what is wrong."""
+    root = pathlib.Path(root).expanduser().resolve()
     if not root.is_dir():
         raise UserError(
             f"data folder {str(root)!r} does not exist; pass --config.data.folder=<dir> with "
@@ -32,34 +69,61 @@ def class_names(root: pathlib.Path) -> list[str]:
                 f"data folder {str(root)!r} has no {split}/ subfolder; lay images out as "
                 f"{root}/{{train,test}}/<class>/<image>"
             )
-    names = sorted(entry.name for entry in (root / "train").iterdir() if entry.is_dir())
-    if not names:
+    files = {split: _split_files(root / split) for split in SPLITS}
+    classes = tuple(files["train"])
+    if not classes:
         raise UserError(f"data folder {str(root / 'train')!r} has no class subfolders; add <class>/<image> folders")
-    return names
+    only_in_test = sorted(set(files["test"]) - set(classes))
+    if only_in_test:
+        raise UserError(f"class folder {only_in_test[0]!r} is in {root / 'test'} but not in {root / 'train'}; "
+                        "add its training images or remove it from test/")
+    images, ignored = {}, []
+    for split in SPLITS:
+        images[split] = tuple((path, label) for label, name in enumerate(classes)
+                              for path in files[split].get(name, []) if path.suffix.lower() in IMAGE_SUFFIXES)
+        ignored += [path for paths in files[split].values() for path in paths if path.suffix.lower() not in IMAGE_SUFFIXES]
+        if not images[split]:
+            raise UserError(f"the {split}/ split of data folder {str(root)!r} holds no images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add some under {root / split}/<class>/")
+    return FolderLayout(root, classes, images, tuple(ignored))
+
+
+def class_names(root: pathlib.Path) -> list[str]:
+    """The sorted class folder names of `root/train`; a UserError when the layout is wrong."""
+    return list(scan(root).classes)
 
 
 @dataclasses.dataclass(eq=False)
 class ImageFolderConfig(tfds.core.BuilderConfig):
     folder: str = ""
     image_size: int = 32
+    skip_bad_images: bool = False
 
 
-def folder_config(folder: str, image_size: int) -> ImageFolderConfig:
-    """A builder config named after the folder's name, a hash of its absolute path, and the size."""
-    root = pathlib.Path(folder).expanduser().resolve()
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    slug = "".join(character if character.isalnum() else "_" for character in root.name.lower())
+def folder_config(folder: str, image_size: int, skip_bad_images: bool = False) -> ImageFolderConfig:
+    """A builder config named after the folder's name, a hash of its absolute path, the size, and
+    the fingerprint of its content (so a changed folder is prepared again)."""
+    layout = scan(folder)
+    path_digest = hashlib.sha1(str(layout.root).encode()).hexdigest()[:8]
+    slug = "".join(character if character.isalnum() else "_" for character in layout.root.name.lower())
+    skip = "_skipbad" if skip_bad_images else ""
     return ImageFolderConfig(
-        name=f"{slug}_{digest}_{image_size}px", folder=str(root), image_size=image_size,
-        description=f"Images of {root} resized to {image_size}×{image_size}.",
+        name=f"{slug}_{path_digest}_{layout.fingerprint()}_{image_size}px{skip}", folder=str(layout.root),
+        image_size=image_size, skip_bad_images=skip_bad_images,
+        description=f"Images of {layout.root} resized to {image_size}×{image_size}.",
     )
 
 
 def load_image(path: pathlib.Path, image_size: int) -> np.ndarray:
-    """`[image_size, image_size, 3]` uint8 RGB."""
+    """`[image_size, image_size, 3]` uint8 RGB: 16-bit images scaled to 8 bits (x / 257), palette
+    and grayscale images expanded, RGBA's alpha dropped, resized bilinearly."""
     from PIL import Image
 
     with Image.open(path) as image:
+        image.load()
+        if image.mode in SIXTEEN_BIT_MODES:
+            pixels = np.clip(np.asarray(image, np.float64), 0, 65535) / 257.0
+            image = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
         image = image.convert("RGB")
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.BILINEAR)
@@ -67,11 +131,28 @@ def load_image(path: pathlib.Path, image_size: int) -> np.ndarray:
 
 
 class VisionaxImageFolder(tfds.core.GeneratorBasedBuilder):
-    """An image-folder dataset; build it with `VisionaxImageFolder(config=folder_config(...))`."""
+    """An image-folder dataset; build it with `VisionaxImageFolder(config=folder_config(...))`.
+    After `download_and_prepare`, `skipped` lists the images that could not be decoded (with
+    `skip_bad_images`) and `ignored` the files that are not images."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Pillow-decoded images resized to the config's size, uint8 tensors."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Pillow-decoded images resized to the config's size, uint8 tensors.",
+        "1.1.0": "16-bit images scaled to 8 bits; unreadable images named or skipped; content fingerprint.",
+    }
     BUILDER_CONFIGS = []
+
+    def __init__(self, *args, **kwargs):
+        self.skipped: list[pathlib.Path] = []
+        super().__init__(*args, **kwargs)
+
+    @functools.cached_property
+    def layout(self) -> FolderLayout:
+        return scan(self.builder_config.folder)
+
+    @property
+    def ignored(self) -> tuple[pathlib.Path, ...]:
+        return self.layout.ignored
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
@@ -79,23 +160,25 @@ class VisionaxImageFolder(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(names=class_names(pathlib.Path(self.builder_config.folder))),
+                    "label": tfds.features.ClassLabel(names=list(self.layout.classes)),
                 }
             ),
             supervised_keys=("image", "label"),
         )
 
     def _split_generators(self, dl_manager):
-        root = pathlib.Path(self.builder_config.folder)
-        names = class_names(root)
-        return {split: self._generate_examples(root / split, names) for split in SPLITS}
+        return {split: self._generate_examples(split) for split in SPLITS}
 
-    def _generate_examples(self, split_root: pathlib.Path, names: list[str]):
+    def _generate_examples(self, split: str):
         size = self.builder_config.image_size
-        for label, name in enumerate(names):
-            class_root = split_root / name
-            if not class_root.is_dir():
+        for path, label in self.layout.images[split]:
+            try:
+                image = load_image(path, size)
+            except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for bad files
+                if not self.builder_config.skip_bad_images:
+                    raise UserError(f"image {str(path)!r} cannot be decoded ({type(error).__name__}: "
+                                    f"{' '.join(str(error).split())}); remove or replace it, or pass "
+                                    "--config.data.skip_bad_images=True to skip such files") from None
+                self.skipped.append(path)
                 continue
-            for path in sorted(class_root.iterdir()):
-                if path.suffix.lower() in IMAGE_SUFFIXES:
-                    yield f"{name}/{path.name}", {"image": load_image(path, size), "label": label}
+            yield str(path.relative_to(self.layout.root)), {"image": image, "label": label}

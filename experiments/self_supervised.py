@@ -1,0 +1,69 @@
+"""What the SimCLR and MoCo experiments share: the encoder built from the config, and the end of a
+run: the learned encoder's features against raw pixels and a randomly initialised encoder (weighted
+kNN and linear probe), the plots, `results.json`, and with `save_embeddings` the encoder's train and
+test features in `embeddings.npz`."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from visionax import evaluate, report
+from visionax.ssl.heads import ContrastiveModel, embed
+from visionax.train import setup
+
+EMBEDDINGS_FILE = "embeddings.npz"
+
+
+def encoder(config: ml_collections.ConfigDict, **options):
+    """The backbone `config.model` as a feature extractor `[batch, h, w, c] → [batch, features]`;
+    `options` such as `bn_axis_name` or `bn_splits` add to `config.model_options`."""
+    return setup.model_from_config(config, None, **options)
+
+
+def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel,
+           state, start_variables: dict, method: str) -> dict:
+    """Print the comparison table (learned encoder vs raw pixels vs the encoder it started from:
+    its random initialisation, or the `init_from` encoder), write the plots, `results.json` and
+    (`save_embeddings`) the embeddings."""
+    embed_fn = functools.partial(embed, model)
+    start = "initial encoder (init_from)" if config.init_from else "random encoder"
+
+    def features_of(variables):
+        return tuple(evaluate.encoder_features(run.data_parallel, embed_fn, variables, split.images,
+                                               config.batch_size) for split in (run.train, run.test))
+
+    candidates = {
+        "raw pixels": (evaluate.pixel_features(run.train.images), evaluate.pixel_features(run.test.images)),
+        start: features_of(start_variables),
+        "learned encoder": features_of(state.variables),
+    }
+    rows, scores = [], {}
+    for name, (train, test) in candidates.items():
+        scores[name] = evaluate.feature_scores(train, test, run.train, run.test, run.num_classes)
+        rows.append([name, train.shape[1], scores[name]["knn_accuracy"], scores[name]["probe_accuracy"]])
+    learned_train, learned_test = candidates["learned encoder"]
+    workdir_path = pathlib.Path(workdir)
+    if config.save_embeddings and jax.process_index() == 0:
+        np.savez(workdir_path / EMBEDDINGS_FILE, train=learned_train, train_labels=run.train.labels,
+                 test=learned_test, test_labels=run.test.labels)
+    plots = [report.plot_curves(workdir, [("train", "loss"), ("eval", "knn_accuracy")]),
+             report.plot_embedding(learned_test, run.test.labels, workdir_path / "embedding.png")]
+    table = report.Table(
+        f"{method} on {run.spec.name}: {int(state.step)} steps, {run.data_parallel.device_count} device(s), "
+        f"{config.model}", ["features", "dimension", "kNN accuracy", "linear probe accuracy"], rows)
+    learned = scores["learned encoder"]
+    return report.finish(workdir, table, plots=plots, summary={
+        "knn_accuracy": learned["knn_accuracy"], "probe_accuracy": learned["probe_accuracy"],
+        "pixel_knn_accuracy": scores["raw pixels"]["knn_accuracy"],
+        "random_knn_accuracy": scores[start]["knn_accuracy"], "steps": int(state.step)})
+
+
+def knn_monitor(config: ml_collections.ConfigDict, run: setup.Setup, model: ContrastiveModel):
+    """The loop's evaluation: weighted kNN test accuracy of the encoder's features."""
+    return evaluate.knn_monitor(run.data_parallel, functools.partial(embed, model), run.train, run.test,
+                                run.num_classes, config.batch_size)

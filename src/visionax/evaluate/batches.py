@@ -1,0 +1,42 @@
+"""Evaluation over the device mesh: a function applied to a whole array in padded batches split
+across the devices, the outputs gathered back in order."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from visionax.parallel import DataParallel
+
+__all__ = ["padded_batches", "map_over_batches"]
+
+
+def padded_batches(images: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
+    """`images` cut into `batch_size` chunks in order, the last padded with zeros: `(chunk, valid count)`."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        valid = len(chunk)
+        if valid < batch_size:
+            padding = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
+            chunk = np.concatenate([chunk, padding])
+        chunks.append((chunk, valid))
+    return chunks
+
+
+def map_over_batches(
+    data_parallel: DataParallel, per_device_function: Callable, replicated, images: np.ndarray,
+    batch_size: int,
+) -> np.ndarray:
+    """`per_device_function(replicated, images_chunk)` over `images` `[n, ...]` in padded chunks of
+    `batch_size` split across the devices; the outputs `[n, ...]` concatenated in order, padding
+    removed."""
+    placed = data_parallel.put_state(replicated)
+    compiled = data_parallel.eval_function(per_device_function)
+    outputs = [
+        np.asarray(jax.device_get(compiled(placed, data_parallel.put_batch(chunk))))[:valid]
+        for chunk, valid in padded_batches(images, batch_size)
+    ]
+    return np.concatenate(outputs)

@@ -1,0 +1,60 @@
+"""Representation scores: the pixel baseline's centring, the kNN monitor equal to kNN on the
+features computed directly, and the scores equal to the kNN and probe functions."""
+
+import functools
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from visionax import evaluate, parallel
+from visionax.data.pipeline import ArraySource
+from visionax.data.preprocess import model_input
+
+
+class Flatten(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(4)(x.reshape(x.shape[0], -1))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=96)
+    images = (rng.integers(0, 60, size=(96, 4, 4, 1)) + 60 * labels[:, None, None, None]).astype(np.uint8)
+    return ArraySource(images[:64], labels[:64].astype(np.int32)), ArraySource(images[64:], labels[64:].astype(np.int32))
+
+
+def test_pixel_features_are_model_input_minus_each_images_mean(splits):
+    train, _ = splits
+    features = evaluate.pixel_features(train.images)
+    flat = train.images.reshape(64, -1).astype(np.float64) / 255.0
+    np.testing.assert_allclose(features, flat - flat.mean(axis=1, keepdims=True), atol=1e-6)
+    # the cosine of two centred images is their Pearson correlation
+    a, b = features[0], features[1]
+    np.testing.assert_allclose(a @ b / np.linalg.norm(a) / np.linalg.norm(b), np.corrcoef(flat[0], flat[1])[0, 1],
+                               rtol=1e-5)
+
+
+def test_monitor_and_scores_equal_the_direct_computation(splits):
+    train, test = splits
+    model = Flatten()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+    embed = functools.partial(lambda variables, images: model.apply(variables, model_input(images)))
+    data_parallel = parallel.DataParallel(parallel.make_mesh(), "shard_map")
+    direct = [np.asarray(model.apply(variables, model_input(split.images))) for split in splits]
+    mapped = [evaluate.encoder_features(data_parallel, embed, variables, split.images, 16) for split in splits]
+    np.testing.assert_allclose(mapped[0], direct[0], rtol=1e-5, atol=1e-6)
+    monitor = evaluate.knn_monitor(data_parallel, embed, train, test, 3, 16)
+    state = types.SimpleNamespace(variables=variables)
+    expected_knn = evaluate.knn_accuracy(direct[0], train.labels, direct[1], test.labels, 3)
+    assert monitor(state, 0) == {"knn_accuracy": pytest.approx(expected_knn)}
+    scores = evaluate.feature_scores(direct[0], direct[1], train, test, 3)
+    assert scores["knn_accuracy"] == pytest.approx(expected_knn)
+    probe, _ = evaluate.linear_probe(direct[0], train.labels, direct[1], test.labels, 3)
+    assert scores["probe_accuracy"] == pytest.approx(probe)
+

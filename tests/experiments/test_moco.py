@@ -1,0 +1,49 @@
+"""`python -m experiments.moco` end to end on 8 fake devices with a tiny encoder, and its v1 config."""
+
+import json
+
+import pytest
+
+from experiments import moco
+from experiments.configs import moco as moco_config
+from experiments.configs import moco_v1
+from tests.experiments.test_simclr import tiny, train_losses
+from visionax.errors import UserError
+
+
+def test_moco_v2_learns(tmp_path, digits_dir):
+    config = tiny(moco_config.get_config(), digits_dir)
+    config.queue_size = 512
+    result = moco.train_and_evaluate(config, str(tmp_path))
+    # The loss is no progress measure here: it rises while the queue's random start fills with
+    # real (harder) keys. The features are.
+    assert len(train_losses(tmp_path)) == 66 // config.log_every + 1
+    assert result["knn_accuracy"] > result["random_knn_accuracy"]
+    assert result["knn_accuracy"] > 0.5
+    assert json.loads((tmp_path / "results.json").read_text())["title"].startswith("MoCo (MLP head)")
+
+
+def test_v1_is_a_config_not_a_preset():
+    v1, v2 = moco_v1.get_config(), moco_config.get_config()
+    changed = {key for key in v1.to_dict() if v1.to_dict()[key] != v2.to_dict()[key]}
+    assert changed == {"head_layers", "temperature", "schedule", "augment"}
+    assert (v1.head_layers, v1.temperature, v1.schedule, v1.augment.jitter_probability) == (1, 0.07, "step", 1.0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"queue_size": 1000}, "queue_size=1000 is not a multiple of the global batch 128"),
+        ({"head_layers": 3}, "head_layers=3"),
+        ({"key_momentum": 1.5}, "key_momentum=1.5 must be in"),
+        # 8 devices: 16 examples each.
+        ({"bn_group_size": 6}, "bn_group_size=6 does not divide the per-device batch 16.*=4"),
+        ({"bn_group_size": 4}, "model 'small_cnn' has no split BatchNorm"),
+    ],
+)
+def test_bad_settings_are_user_errors(change, message, tmp_path, digits_dir):
+    config = tiny(moco_config.get_config(), digits_dir)
+    config.update(change)
+    with pytest.raises(UserError, match=message):
+        moco.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
