@@ -92,8 +92,9 @@ class DataParallel:
                 ),
                 state,
             )
-        # Copy first: device_put may share the caller's buffers, which a donating step would delete.
-        return jax.device_put(jax.tree.map(jnp.copy, state), NamedSharding(self.mesh, PartitionSpec()))
+        # From host values: a copy (device_put may share the caller's buffers, which a donating step
+        # would delete), and the form every host can place on a mesh spanning several hosts.
+        return jax.device_put(jax.device_get(state), NamedSharding(self.mesh, PartitionSpec()))
 
     def get_state(self, state):
         """The state without a device axis (the pmap replica of the first local device)."""

@@ -1,8 +1,6 @@
 """`python -m experiments.linear_classifier`: SVM and softmax linear classifiers on the embedded digits."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ from PIL import Image
 
 from experiments import linear_classifier
 from experiments.configs.linear_classifier import get_config
+from visionax import cli
 from visionax.train.metrics import read_metrics
 
 
@@ -55,14 +54,13 @@ def test_sgd_decreases_the_loss(run):
         ("--config.no_such_key=1", "unknown config key"),
     ],
 )
-def test_bad_flags_fail_with_one_line(tmp_path, flag, message, digits_dir):
+def test_bad_flags_fail_with_one_line(tmp_path, flag, message, digits_dir, capsys):
+    """Through the command line (in this process: `cli.run` is what `python -m` calls)."""
     workdir = tmp_path / "run"
-    process = subprocess.run(
-        [sys.executable, "-m", "experiments.linear_classifier", flag, f"--workdir={workdir}",
-         f"--config.data.data_dir={digits_dir}"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert process.returncode == 2
-    lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], process.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(linear_classifier.train_and_evaluate, linear_classifier.CONFIG, "linear_classifier",
+                argv=["linear_classifier", flag, f"--workdir={workdir}", f"--config.data.data_dir={digits_dir}"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
     assert not workdir.exists()

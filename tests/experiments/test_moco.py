@@ -7,7 +7,7 @@ import pytest
 from experiments import moco
 from experiments.configs import moco as moco_config
 from experiments.configs import moco_v1
-from tests.experiments.test_simclr import tiny, train_losses
+from tests.experiments.test_simclr import assert_same_run, run_shipped_steps, shipped, tiny, train_losses
 from visionax.errors import UserError
 
 
@@ -47,3 +47,19 @@ def test_bad_settings_are_user_errors(change, message, tmp_path, digits_dir):
     with pytest.raises(UserError, match=message):
         moco.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
+def test_the_shipped_step_on_8_devices_equals_1_device(impl, digits_dir):
+    """MoCo v2 as shipped (ResNet-18, conv_impl=auto, SGD with momentum and cosine decay, shuffle BN
+    in groups): with groups of 4 examples, one device cut into 8 groups takes the steps of 8 devices."""
+    config = shipped(moco_config.get_config(), digits_dir)
+    config.bn_group_size = 4  # the test batch of 32 is 4 per device on 8 devices
+    assert (config.model, config.conv_impl, config.optimizer, config.schedule) == (
+        "resnet18", "auto", "momentum", "cosine")
+    # One device normalises the 8 groups through split BatchNorm, 8 devices each its own batch: the
+    # same formula summed in another order. The float32 gradient of a BatchNorm bias sums ~10³
+    # terms, so the parameters agree to ~2e-5 (float64 activations leave the same gap: it is the
+    # float32 parameters' rounding), the losses to 1e-5.
+    assert_same_run(run_shipped_steps(moco, config, 8, impl), run_shipped_steps(moco, config, 1, "shard_map"),
+                    tolerance=dict(rtol=2e-4, atol=5e-5))

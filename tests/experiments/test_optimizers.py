@@ -1,8 +1,6 @@
 """`python -m experiments.optimizers`: every optimizer on the same network, plus L-BFGS and Newton."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,7 +8,7 @@ from PIL import Image
 
 from experiments import optimizers
 from experiments.configs.optimizers import get_config
-from visionax import optim
+from visionax import cli, optim
 from visionax.train.metrics import read_metrics
 
 
@@ -71,14 +69,13 @@ def test_writes_one_png_and_the_results(run, capsys):
         ("--config.batch_size=5000", "batch_size=5000 exceeds"),
     ],
 )
-def test_bad_flags_fail_with_one_line(tmp_path, flag, message, digits_dir):
+def test_bad_flags_fail_with_one_line(tmp_path, flag, message, digits_dir, capsys):
+    """Through the command line (in this process: `cli.run` is what `python -m` calls)."""
     workdir = tmp_path / "run"
-    process = subprocess.run(
-        [sys.executable, "-m", "experiments.optimizers", flag, "--config.epochs=1", f"--workdir={workdir}",
-         f"--config.data.data_dir={digits_dir}"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert process.returncode == 2, process.stderr
-    lines = process.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], process.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(optimizers.train_and_evaluate, optimizers.CONFIG, "optimizers",
+                argv=["optimizers", flag, "--config.epochs=1", f"--workdir={workdir}", f"--config.data.data_dir={digits_dir}"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
     assert not workdir.exists()

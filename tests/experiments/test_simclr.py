@@ -98,15 +98,23 @@ def shipped(config, digits_dir):
 TOLERANCE = dict(rtol=2e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
-def test_the_shipped_step_on_8_devices_equals_1_device(impl, digits_dir):
+@pytest.fixture(scope="module")
+def shipped_one_device(digits_dir):
     config = shipped(simclr_config.get_config(), digits_dir)
-    assert (config.model, config.conv_impl, config.optimizer, config.schedule) == (
-        "resnet18", "auto", "lars", "warmup_cosine")
-    losses_one, one = run_shipped_steps(simclr, config, 1, "shard_map")
-    losses_eight, eight = run_shipped_steps(simclr, config, 8, impl)
+    return config, run_shipped_steps(simclr, config, 1, "shard_map")
+
+
+def assert_same_run(eight, one, tolerance=TOLERANCE):
+    (losses_eight, state_eight), (losses_one, state_one) = eight, one
     np.testing.assert_allclose(losses_eight, losses_one, rtol=1e-5)
     assert losses_one[1] != losses_one[0]
-    chex.assert_trees_all_close(eight.params, one.params, **TOLERANCE)
-    chex.assert_trees_all_close(eight.batch_stats, one.batch_stats, **TOLERANCE)
-    chex.assert_trees_all_close(eight.opt_state, one.opt_state, **TOLERANCE)
+    for field in ("params", "batch_stats", "opt_state"):
+        chex.assert_trees_all_close(getattr(state_eight, field), getattr(state_one, field), **tolerance)
+
+
+@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
+def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device):
+    config, one = shipped_one_device
+    assert (config.model, config.conv_impl, config.optimizer, config.schedule) == (
+        "resnet18", "auto", "lars", "warmup_cosine")
+    assert_same_run(run_shipped_steps(simclr, config, 8, impl), one)

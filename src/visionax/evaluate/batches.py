@@ -1,5 +1,6 @@
 """Evaluation over the device mesh: a function applied to a whole array in padded batches split
-across the devices, the outputs gathered back in order."""
+across the devices (and hosts: each host places its share of every batch), the outputs gathered
+back in order on every host."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from visionax.parallel import DataParallel
 
@@ -30,13 +32,16 @@ def map_over_batches(
     data_parallel: DataParallel, per_device_function: Callable, replicated, images: np.ndarray,
     batch_size: int,
 ) -> np.ndarray:
-    """`per_device_function(replicated, images_chunk)` over `images` `[n, ...]` in padded chunks of
-    `batch_size` split across the devices; the outputs `[n, ...]` concatenated in order, padding
-    removed."""
+    """`per_device_function(replicated, images_chunk)` over `images` `[n, ...]` (the same on every
+    host) in padded chunks of `batch_size` split across the devices of every host; the outputs
+    `[n, ...]` concatenated in order, padding removed, on every host."""
     placed = data_parallel.put_state(replicated)
     compiled = data_parallel.eval_function(per_device_function)
-    outputs = [
-        np.asarray(jax.device_get(compiled(placed, data_parallel.put_batch(chunk))))[:valid]
-        for chunk, valid in padded_batches(images, batch_size)
-    ]
+    hosts, host = jax.process_count(), jax.process_index()
+    outputs = []
+    for chunk, valid in padded_batches(images, batch_size):
+        share = len(chunk) // hosts  # this host's contiguous part of the chunk
+        output = compiled(placed, data_parallel.put_batch(chunk[host * share:(host + 1) * share]))
+        output = multihost_utils.process_allgather(output, tiled=True) if hosts > 1 else jax.device_get(output)
+        outputs.append(np.asarray(output)[:valid])
     return np.concatenate(outputs)

@@ -138,7 +138,7 @@ def momentum_update(key_params, query_params, momentum: float):
 def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Write `keys` `[global_batch, dim]` over the oldest rows of `queue` `[K, dim]` starting at
     `pointer`; the new pointer is (pointer + global_batch) mod K."""
-    queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype), (pointer, 0))
+    queue = jax.lax.dynamic_update_slice(queue, keys.astype(queue.dtype), (pointer, jnp.zeros_like(pointer)))
     return queue, (pointer + keys.shape[0]) % queue.shape[0]
 
 

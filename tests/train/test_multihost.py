@@ -1,0 +1,64 @@
+"""Multi-host on one machine: two processes on localhost (jax.distributed, CPU collectives, 4 fake
+devices each) train through the loop and end with the parameters of one process with 8 devices;
+each reads only its share of every batch; both restore the checkpoint both wrote; the evaluation
+that maps over a test set gives every process the whole result."""
+
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from visionax.data.pipeline import ArraySource, Batches
+
+WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.multihost
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def launch(processes: int, workdir: pathlib.Path, steps: int, tag: str) -> list[dict]:
+    port = free_port()
+    outputs = [workdir.parent / f"{tag}_{index}.npz" for index in range(processes)]
+    running = [subprocess.Popen([sys.executable, str(WORKER), str(index), str(processes), str(port), str(workdir),
+                                 str(steps), str(output)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+               for index, output in enumerate(outputs)]
+    for process in running:
+        log, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, log[-3000:]
+    return [dict(np.load(output)) for output in outputs]
+
+
+def params(result: dict, prefix: str = "param_") -> list[np.ndarray]:
+    return [result[key] for key in sorted((k for k in result if k.startswith(prefix)), key=lambda k: int(k[len(prefix):]))]
+
+
+def test_two_hosts_train_checkpoint_resume_and_evaluate_like_one(tmp_path):
+    single = launch(1, tmp_path / "single", 6, "single")[0]
+    first = launch(2, tmp_path / "hosts", 4, "first")  # checkpoints at steps 2 and 4, written by both
+    resumed = launch(2, tmp_path / "hosts", 6, "resumed")  # both restore step 4 and go on to 6
+    assert int(single["devices"]) == 8 and all(int(result["devices"]) == 8 for result in first)
+    batches = Batches(ArraySource(np.zeros((64, 1)), np.zeros(64)), 16, seed=0)
+    for host, result in enumerate(first):  # each host read its own half of every global batch, only
+        expected = np.concatenate([batches.indices(step)[8 * host: 8 * host + 8] for step in range(4)])
+        np.testing.assert_array_equal(np.sort(result["read"]), np.sort(expected))
+    for host, result in enumerate(resumed):  # after the restore: only the batches of steps 4 and 5
+        expected = np.concatenate([batches.indices(step)[8 * host: 8 * host + 8] for step in (4, 5)])
+        np.testing.assert_array_equal(np.sort(result["read"]), np.sort(expected))
+    for result in resumed:
+        for ours, reference in zip(params(result), params(single)):
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+        for saved, reference in zip(params(result, "saved_"), params(single)):
+            np.testing.assert_allclose(saved, reference, rtol=1e-5, atol=1e-6)
+        assert int(result["checkpoint_step"]) == 6
+        assert result["logits"].shape == (32, 2)
+        np.testing.assert_allclose(result["logits"], single["logits"], rtol=1e-4, atol=1e-5)
