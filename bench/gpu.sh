@@ -16,7 +16,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl dm-pix==0.4.4
 # Run (device tool): command `bash bench/gpu.sh`, carry [".whl"], timeout_s 600 (took 3 min 50 s on
-# an H100, figures in BUILD_NOTES.md).
+# an H100, figures in MEASUREMENTS.md).
 # Everything printed is also written to $OUT/gpu.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -21,7 +21,7 @@ from visionax.data.augment import ViewSettings
 from visionax.errors import UserError
 from visionax.ssl import moco
 from visionax.ssl.heads import ContrastiveModel
-from visionax.train import loop, optimizer, setup
+from visionax.train import optimizer, setup
 
 NAME = "moco"
 CONFIG = pathlib.Path(__file__).parent / "configs" / f"{NAME}.py"
@@ -56,13 +56,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     moco.check_queue_size(settings.queue_size, config.batch_size)
     run = setup.setup(config)
     model, state, step = create(config, run)
-    num_steps = config.epochs * run.batches.steps_per_epoch
-    start_variables = state.variables
-    state = loop.fit(config, workdir, state=state, per_device_step=step, batches=run.batches,
-                     data_parallel=run.data_parallel, num_steps=num_steps,
-                     evaluate=self_supervised.knn_monitor(config, run, model))
     head = "linear head" if settings.head_layers == 1 else "MLP head"
-    return self_supervised.finish(config, workdir, run, model, state, start_variables, f"MoCo ({head})")
+    return self_supervised.train(config, workdir, run, model, state, step, f"MoCo ({head})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""What the SimCLR and MoCo experiments share: the encoder built from the config, and the end of a
-run: the learned encoder's features against raw pixels and a randomly initialised encoder (weighted
+"""What the SimCLR and MoCo experiments share: the encoder built from the config, the training run,
+and its end: the learned encoder's features against raw pixels and a randomly initialised encoder (weighted
 kNN and linear probe), the plots, `results.json`, and with `save_embeddings` the encoder's train and
 test features in `embeddings.npz`."""
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from visionax import evaluate, report
 from visionax.ssl.heads import ContrastiveModel, embed
-from visionax.train import setup
+from visionax.train import loop, setup
 
 EMBEDDINGS_FILE = "embeddings.npz"
 
@@ -61,6 +61,17 @@ def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, mo
         "knn_accuracy": learned["knn_accuracy"], "probe_accuracy": learned["probe_accuracy"],
         "pixel_knn_accuracy": scores["raw pixels"]["knn_accuracy"],
         "random_knn_accuracy": scores[start]["knn_accuracy"], "steps": int(state.step)})
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel, state, step,
+          method: str) -> dict:
+    """Train `state` with the per-device `step` through the loop (the kNN monitor every
+    `eval_every` steps) and `finish`: the run of SimCLR and MoCo after their own set-up."""
+    start_variables = state.variables
+    state = loop.fit(config, workdir, state=state, per_device_step=step, batches=run.batches,
+                     data_parallel=run.data_parallel, num_steps=config.epochs * run.batches.steps_per_epoch,
+                     evaluate=knn_monitor(config, run, model))
+    return finish(config, workdir, run, model, state, start_variables, method)
 
 
 def knn_monitor(config: ml_collections.ConfigDict, run: setup.Setup, model: ContrastiveModel):

@@ -20,7 +20,7 @@ from visionax import cli, parallel
 from visionax.data.augment import ViewSettings
 from visionax.ssl import simclr
 from visionax.ssl.heads import ContrastiveModel
-from visionax.train import loop, optimizer, setup
+from visionax.train import optimizer, setup
 from visionax.train.precision import compute_dtype
 from visionax.train.state import create_train_state
 
@@ -48,12 +48,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     simclr.SimCLRSettings.from_config(config)  # a bad setting stops before the data is read
     run = setup.setup(config)
     model, state, step = create(config, run)
-    num_steps = config.epochs * run.batches.steps_per_epoch
-    start_variables = state.variables
-    state = loop.fit(config, workdir, state=state, per_device_step=step, batches=run.batches,
-                     data_parallel=run.data_parallel, num_steps=num_steps,
-                     evaluate=self_supervised.knn_monitor(config, run, model))
-    return self_supervised.finish(config, workdir, run, model, state, start_variables, "SimCLR")
+    return self_supervised.train(config, workdir, run, model, state, step, "SimCLR")
 
 
 if __name__ == "__main__":

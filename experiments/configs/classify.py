@@ -1,6 +1,6 @@
 """Supervised classification: a small CNN on the embedded digits.
 
-    python -m experiments.classify                            # 98.6% test accuracy (BUILD_NOTES.md)
+    python -m experiments.classify                            # 98.6% test accuracy (MEASUREMENTS.md)
     python -m experiments.classify --config.epochs=1          # CI smoke run
     python -m experiments.classify --config.model=resnet18 --config.model_options.cifar_stem=True \
         --config.data.folder=<dir>                            # any image folder, e.g. CIFAR-10 JPEGs

@@ -1,6 +1,6 @@
 """Per-layer activation statistics of deep tanh and ReLU MLPs under three weight initialisations.
 
-    python -m experiments.init_study                       # the std table of BUILD_NOTES.md
+    python -m experiments.init_study                       # the std table of MEASUREMENTS.md
     python -m experiments.init_study --config.width=4096 --config.depth=7
 """
 

@@ -1,6 +1,6 @@
 """Linear classifiers (multiclass SVM and softmax) on the embedded digits, trained by minibatch SGD.
 
-    python -m experiments.linear_classifier            # SVM and softmax test accuracy (BUILD_NOTES.md)
+    python -m experiments.linear_classifier            # SVM and softmax test accuracy (MEASUREMENTS.md)
     python -m experiments.linear_classifier --config.epochs=2 --config.losses=softmax   # a quick run
     python -m experiments.linear_classifier --config.data.folder=<dir>   # any image folder
 """

@@ -1,6 +1,6 @@
 """MoCo v2 on the embedded digits (MLP head, τ = 0.2, cosine schedule; blur off at 8×8 pixels).
 
-    python -m experiments.moco               # kNN and probe of BUILD_NOTES.md's MoCo row
+    python -m experiments.moco               # kNN and probe of MEASUREMENTS.md's MoCo row
     python -m experiments.moco --config=experiments/configs/moco_v1.py      # linear head, τ = 0.07
     python -m experiments.moco --config.epochs=2 --config.eval_every=0       # CI smoke run
 """

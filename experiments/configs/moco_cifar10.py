@@ -5,7 +5,7 @@ of 32 for shuffle BN on any number of devices), from an image folder:
     python -m experiments.moco --config=experiments/configs/moco_cifar10.py \
         --config.data.folder=<dir>/cifar10-jpeg
 
-Variant `cpu30`, the 30-minute run on 2 CPU cores recorded in BUILD_NOTES.md (kNN 50.2%, linear
+Variant `cpu30`, the 30-minute run on 2 CPU cores recorded in MEASUREMENTS.md (kNN 50.2%, linear
 probe 51.2%): ResNet-18 width 32 with the ImageNet stem, batch 256, 26 epochs:
 
     d=$(mktemp -d) && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C "$d" && \

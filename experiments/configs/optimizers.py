@@ -1,6 +1,6 @@
 """Every optimizer of lecture 7 on the same two-layer network and the embedded digits.
 
-    python -m experiments.optimizers                       # the table of BUILD_NOTES.md
+    python -m experiments.optimizers                       # the table of MEASUREMENTS.md
     python -m experiments.optimizers --config.epochs=3 --config.lbfgs_steps=20 --config.newton_steps=3   # CI smoke run
     python -m experiments.optimizers --config.optimizers=sgd,adam --config.learning_rates.adam=0.003
 """

@@ -1,6 +1,6 @@
 """SimCLR on the embedded digits: the main job, offline, about a minute on 2 CPU cores.
 
-    python -m experiments.simclr             # kNN and probe of BUILD_NOTES.md's main-job row
+    python -m experiments.simclr             # kNN and probe of MEASUREMENTS.md's main-job row
     python -m experiments.simclr --config.epochs=2 --config.eval_every=0     # CI smoke run
     python -m experiments.simclr --config.parallel=pmap --config.dtype=bfloat16
 """

@@ -6,7 +6,7 @@ jitter strength 0.5, no blur, LARS at 1.0 × batch/256 with 10 warmup epochs and
     python -m experiments.simclr --config=experiments/configs/simclr_cifar10.py \
         --config.data.folder=<dir>/cifar10-jpeg
 
-Variant `cpu30`, the 30-minute run on 2 CPU cores recorded in BUILD_NOTES.md (kNN 51.8%, linear
+Variant `cpu30`, the 30-minute run on 2 CPU cores recorded in MEASUREMENTS.md (kNN 51.8%, linear
 probe 56.1%; raw pixels 44.2% / 37.8%): ResNet-18 width 32 with the ImageNet stem, batch 256,
 21 epochs, 1 warmup epoch, τ = 0.2 (which learns faster than 0.5 in the first epochs):
 

@@ -49,7 +49,7 @@ def use_cifar10(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def cpu30(config: ml_collections.ConfigDict, epochs: int) -> ml_collections.ConfigDict:
-    """The 30-minute CPU quality run of BUILD_NOTES.md: ResNet-18 at width 32 with the ImageNet stem
+    """The 30-minute CPU quality run of MEASUREMENTS.md: ResNet-18 at width 32 with the ImageNet stem
     (8×8 maps in its first stage on 32×32 images: the encoder whose step is fast enough on 2 cores),
     batch 256, `epochs` epochs."""
     config.model_options = ml_collections.ConfigDict({"cifar_stem": False, "width": 32})

@@ -8,7 +8,7 @@ from PIL import Image
 
 from experiments import linear_classifier
 from experiments.configs.linear_classifier import get_config
-from visionax import cli
+from tests.experiments.checks import assert_command_line_error
 from visionax.train.metrics import read_metrics
 
 
@@ -55,12 +55,5 @@ def test_sgd_decreases_the_loss(run):
     ],
 )
 def test_bad_flags_fail_with_one_line(tmp_path, flag, message, digits_dir, capsys):
-    """Through the command line (in this process: `cli.run` is what `python -m` calls)."""
-    workdir = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(linear_classifier.train_and_evaluate, linear_classifier.CONFIG, "linear_classifier",
-                argv=["linear_classifier", flag, f"--workdir={workdir}", f"--config.data.data_dir={digits_dir}"])
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
-    assert not workdir.exists()
+    assert_command_line_error(linear_classifier, [flag, f"--config.data.data_dir={digits_dir}"], tmp_path / "run", message,
+                              capsys)

@@ -7,8 +7,7 @@ import pytest
 from experiments import moco
 from experiments.configs import moco as moco_config
 from experiments.configs import moco_v1
-from tests.experiments.test_simclr import assert_same_run, run_shipped_steps, shipped, tiny, train_losses
-from visionax.errors import UserError
+from tests.experiments.checks import assert_same_run, assert_user_error, run_shipped_steps, shipped, tiny, train_losses
 
 
 def test_moco_v2_learns(tmp_path, digits_dir):
@@ -44,9 +43,7 @@ def test_v1_is_a_config_not_a_preset():
 def test_bad_settings_are_user_errors(change, message, tmp_path, digits_dir):
     config = tiny(moco_config.get_config(), digits_dir)
     config.update(change)
-    with pytest.raises(UserError, match=message):
-        moco.train_and_evaluate(config, str(tmp_path / "run"))
-    assert not (tmp_path / "run").exists()
+    assert_user_error(moco, config, tmp_path / "run", message)
 
 
 @pytest.mark.parametrize("impl", ["shard_map", "pmap"])

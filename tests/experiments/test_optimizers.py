@@ -8,7 +8,8 @@ from PIL import Image
 
 from experiments import optimizers
 from experiments.configs.optimizers import get_config
-from visionax import cli, optim
+from tests.experiments.checks import assert_command_line_error
+from visionax import optim
 from visionax.train.metrics import read_metrics
 
 
@@ -70,12 +71,5 @@ def test_writes_one_png_and_the_results(run, capsys):
     ],
 )
 def test_bad_flags_fail_with_one_line(tmp_path, flag, message, digits_dir, capsys):
-    """Through the command line (in this process: `cli.run` is what `python -m` calls)."""
-    workdir = tmp_path / "run"
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(optimizers.train_and_evaluate, optimizers.CONFIG, "optimizers",
-                argv=["optimizers", flag, "--config.epochs=1", f"--workdir={workdir}", f"--config.data.data_dir={digits_dir}"])
-    assert exit_info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], lines
-    assert not workdir.exists()
+    assert_command_line_error(optimizers, [flag, "--config.epochs=1", f"--config.data.data_dir={digits_dir}"], tmp_path / "run", message,
+                              capsys)

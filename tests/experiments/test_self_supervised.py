@@ -9,7 +9,7 @@ import numpy as np
 
 from experiments import self_supervised
 from experiments.configs import simclr as simclr_config
-from tests.experiments.test_simclr import tiny
+from tests.experiments.checks import tiny
 from visionax import evaluate, parallel
 from visionax.ssl.heads import ContrastiveModel, ProjectionHead, embed
 from visionax.train import setup

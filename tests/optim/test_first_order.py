@@ -2,18 +2,23 @@
 float64 NumPy reference (tolerances in tests/optim/cases.py), without recompiling, sharded, and
 converging."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
 
-from tests.optim.cases import (ALL, CASES, CONVERGENCE, LR, OPTAX_DIFFERS_UNDER_SCHEDULE, QUADRATIC_MINIMUM,
-                               TOLERANCES, _per_device_step, assert_close, learning_rates, make_problem,
-                               minimise, optax_schedule, quadratic, reference, reference_options, rosenbrock,
-                               run, schedule_for)
+from tests.optim.cases import (
+    CASES,
+    CONVERGENCE,
+    OPTAX_DIFFERS_UNDER_SCHEDULE,
+    check_against_optax_and_numpy,
+    check_convergence,
+    check_no_recompilation,
+    check_shard_map_and_pmap_match_jit,
+    make_problem,
+    optax_schedule,
+    run,
+)
 
 FIRST_ORDER = [name for name in CASES if not name.startswith("lars")]
 
@@ -22,18 +27,7 @@ FIRST_ORDER = [name for name in CASES if not name.startswith("lars")]
 @pytest.mark.parametrize("scheduled", [False, True], ids=["constant", "schedule"])
 @pytest.mark.parametrize("name", FIRST_ORDER)
 def test_against_optax_and_numpy(name, scheduled, dtype):
-    ours, twin, _ = CASES[name]
-    with jax.enable_x64(dtype == np.float64):
-        schedule = schedule_for(dtype) if scheduled else None
-        lr = schedule if scheduled else LR
-        params64, grads64, params, grads = make_problem(dtype)
-        actual = run(ours(lr), params, grads)
-        chex.assert_trees_all_equal_dtypes(actual, jax.tree.map(lambda g: g[0], grads))
-        rule, options = reference_options(name, params64)
-        expected = reference(rule, params64, grads64, learning_rates(schedule), **options)
-        assert_close(actual, expected, TOLERANCES["numpy"][dtype])
-        if twin is not None and not (scheduled and name in OPTAX_DIFFERS_UNDER_SCHEDULE):
-            assert_close(actual, run(twin(lr), params, grads), TOLERANCES["optax"][dtype])
+    check_against_optax_and_numpy(name, scheduled, dtype)
 
 
 @pytest.mark.parametrize("name", sorted(OPTAX_DIFFERS_UNDER_SCHEDULE))
@@ -52,71 +46,15 @@ def test_momentum_under_schedule_differs_from_optax_as_documented(name):
 
 @pytest.mark.parametrize("name", FIRST_ORDER)
 def test_no_recompilation_on_second_update(name):
-    chex.clear_trace_counter()
-    tx = ALL[name](optax_schedule())
-    _, _, params, grads = make_problem(np.float32)
-
-    @jax.jit
-    @chex.assert_max_traces(n=1)
-    def step(params, state, g):
-        updates, state = tx.update(g, state, params)
-        return optax.apply_updates(params, updates), state
-
-    state = tx.init(params)
-    for t in range(3):
-        params, state = step(params, state, jax.tree.map(lambda g: g[t], grads))
-    assert step._cache_size() == 1
+    check_no_recompilation(name)
 
 
 @pytest.mark.parametrize("name", FIRST_ORDER)
 def test_shard_map_and_pmap_match_jit(name):
     """Replicated parameters, per-device gradients averaged with pmean: 8 devices == 1 device."""
-    devices = jax.devices()
-    assert len(devices) == 8
-    tx = ALL[name](optax_schedule())
-    rng = np.random.default_rng(1)
-    _, _, params, _ = make_problem(np.float32)
-    per_device = [
-        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=(8,) + p.shape), jnp.float32), params)
-        for _ in range(3)
-    ]
-
-    @jax.jit
-    def single(params, state, g):
-        updates, state = tx.update(jax.tree.map(lambda x: x.mean(0), g), state, params)
-        return optax.apply_updates(params, updates), state
-
-    mesh = Mesh(np.array(devices), ("data",))
-    sharded = jax.jit(
-        jax.shard_map(
-            _per_device_step(tx, "data"),
-            mesh=mesh,
-            in_specs=(P(), P(), P("data")),
-            out_specs=(P(), P()),
-        )
-    )
-    pmapped = jax.pmap(
-        lambda p, s, g: _per_device_step(tx, "data")(p, s, jax.tree.map(lambda x: x[None], g)),
-        axis_name="data",
-        in_axes=(None, None, 0),
-    )
-
-    expected = (params, tx.init(params))
-    via_shard_map = (params, tx.init(params))
-    via_pmap = (params, tx.init(params))
-    for g in per_device:
-        expected = single(*expected, g)
-        via_shard_map = sharded(*via_shard_map, g)
-        out = pmapped(*via_pmap, g)
-        via_pmap = jax.tree.map(lambda x: x[0], out)
-    chex.assert_trees_all_close(via_shard_map, expected, rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(via_pmap, expected, rtol=1e-5, atol=1e-6)
+    check_shard_map_and_pmap_match_jit(name)
 
 
 @pytest.mark.parametrize("name", [name for name in CONVERGENCE if name != "lars"])
 def test_converges_on_quadratic_and_rosenbrock(name):
-    on_rosenbrock, on_quadratic = CONVERGENCE[name]
-    theta = minimise(on_rosenbrock, rosenbrock, jnp.array([-1.2, 1.0]), 20000)
-    np.testing.assert_allclose(theta, [1.0, 1.0], atol=1e-3)
-    theta = minimise(on_quadratic, quadratic, jnp.full(5, 0.1), 2000)
-    np.testing.assert_allclose(theta, QUADRATIC_MINIMUM, atol=1e-3)
+    check_convergence(name)

@@ -5,7 +5,6 @@ metrics and checkpoints on disk."""
 import dataclasses
 import errno
 import json
-import os
 import pathlib
 import signal
 import subprocess

@@ -17,6 +17,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from visionax import registry
+
 __all__ = ["fan_in", "fan_out", "small_random", "xavier", "kaiming", "INITIALIZERS", "get"]
 
 
@@ -76,8 +78,4 @@ INITIALIZERS = {"small_random": small_random, "xavier": xavier, "kaiming": kaimi
 
 def get(name: str):
     """The initializer called `name` (small_random, xavier or kaiming) with its default arguments."""
-    if name not in INITIALIZERS:
-        from visionax.errors import UserError
-
-        raise UserError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
-    return INITIALIZERS[name]()
+    return registry.lookup(INITIALIZERS, name, "initializer")()

@@ -19,6 +19,7 @@ import dataclasses
 
 import flax.linen as nn
 
+from visionax import registry
 from visionax.errors import UserError
 from visionax.models import (alexnet, densenet, efficientnet, googlenet, mobilenet, nasnet, resnet,
                              small_cnn, vgg)
@@ -64,12 +65,7 @@ def input_size(name: str) -> int:
 
 
 def _lookup(name: str):
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UserError(
-            f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}"
-        ) from None
+    return registry.lookup(_REGISTRY, name, "model")
 
 
 def get_model(name: str, num_classes: int | None = 1000, **options) -> nn.Module:

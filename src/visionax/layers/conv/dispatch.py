@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from visionax import registry
 from visionax.errors import UserError
 from visionax.layers.conv import gemm, onednn, onednn_build, winograd
 from visionax.layers.conv.passes import PASS_IMPLS, convolve, forward
@@ -50,8 +51,7 @@ def conv_general_dilated_for(impl: str, tuning: ConvTuning = ConvTuning()):
 
     `tuning` sets how "gemm", "winograd" and "auto" split their work (not the values).
     """
-    if impl not in CONV_IMPLS:
-        raise UserError(f"unknown conv_impl {impl!r}; choose one of {', '.join(CONV_IMPLS)}")
+    registry.lookup(dict.fromkeys(CONV_IMPLS), impl, "conv_impl")
     if impl == "xla":
         return lax.conv_general_dilated
     return _Convolution(impl, tuning)

@@ -1,0 +1,87 @@
+"""What the experiment tests share: a tiny version of an experiment's config, the shipped step run
+on 1 or 8 devices and compared, and bad input stopping with a one-line UserError (exit status 2 on
+the command line) before anything is written to the workdir."""
+
+import pathlib
+
+import chex
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from visionax import cli, parallel
+from visionax.errors import UserError
+from visionax.train import setup
+from visionax.train.metrics import read_metrics
+
+
+def assert_user_error(experiment, config, workdir: pathlib.Path, message: str) -> None:
+    """`experiment.train_and_evaluate(config, workdir)` raises a UserError matching `message`."""
+    with pytest.raises(UserError, match=message):
+        experiment.train_and_evaluate(config, str(workdir))
+    assert not workdir.exists()
+
+
+def assert_command_line_error(experiment, flags: list[str], workdir: pathlib.Path, message: str, capsys) -> None:
+    """`python -m experiments.<name> <flags>` (through `cli.run`, in this process) exits with status 2
+    and one line containing `message`."""
+    name = experiment.NAME
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(experiment.train_and_evaluate, experiment.CONFIG, name, argv=[name, *flags, f"--workdir={workdir}"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not workdir.exists()
+
+
+def tiny(config: ml_collections.ConfigDict, digits_dir: str) -> ml_collections.ConfigDict:
+    """The experiment's config with a small CNN instead of the ResNet-18, for test time."""
+    config.model = "small_cnn"
+    config.model_options = ml_collections.ConfigDict({"widths": (8, 16, 32)})
+    config.batch_size = 128
+    config.epochs = 6
+    config.eval_every = 0
+    config.checkpoint_every = 1000
+    config.conv_impl = "xla"
+    config.data.data_dir = digits_dir
+    return config
+
+
+def train_losses(workdir) -> list[float]:
+    return [record["loss"] for record in read_metrics(workdir) if record["split"] == "train"]
+
+
+def run_shipped_steps(experiment, config, devices, impl, steps=2):
+    """`steps` steps of the experiment's own model, state and step (built by its `create`) on the
+    first `devices` devices, as its training loop runs them."""
+    run = setup.setup(config)
+    run = setup.Setup(parallel.DataParallel(parallel.make_mesh(jax.devices()[:devices]), impl), run.spec, run.batches)
+    _, state, step = experiment.create(config, run)
+    compiled = run.data_parallel.step(step, donate=False)
+    placed, losses = run.data_parallel.put_state(state), []
+    for index in range(steps):
+        placed, metrics = compiled(placed, run.data_parallel.put_batch(run.batches.host_batch(index)))
+        losses.append(float(np.ravel(jax.device_get(run.data_parallel.get_state(metrics))["loss"])[0]))
+    return np.array(losses), jax.device_get(run.data_parallel.get_state(placed))
+
+
+def shipped(config, digits_dir):
+    """The shipped config (ResNet-18 CIFAR stem, conv_impl=auto, its optimizer and schedule) at a
+    test size: width 4, batch 32 of the 8×8 digits, warmup over the first of 4 epochs' steps."""
+    config.model_options.width = 4
+    config.batch_size = 32
+    config.data.data_dir = digits_dir
+    return config
+
+
+# float32: sharded sums (synchronised BatchNorm, the gathered loss) add in another order than on one device
+TOLERANCE = dict(rtol=2e-4, atol=2e-6)
+
+
+def assert_same_run(eight, one, tolerance=TOLERANCE):
+    (losses_eight, state_eight), (losses_one, state_one) = eight, one
+    np.testing.assert_allclose(losses_eight, losses_one, rtol=1e-5)
+    assert losses_one[1] != losses_one[0]
+    for field in ("params", "batch_stats", "opt_state"):
+        chex.assert_trees_all_close(getattr(state_eight, field), getattr(state_one, field), **tolerance)
