@@ -1,21 +1,31 @@
-"""Test setup: eight fake CPU devices, set before JAX is imported anywhere; a compilation cache
-shared by the test workers of one run; shared fixtures."""
+"""Test setup: eight fake CPU devices, set before JAX is imported anywhere; a persistent compilation
+cache shared by the test workers and by the runs after; shared fixtures."""
 
 import os
-import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The same programs (an experiment's step, a model's forward pass) are compiled by several tests,
-# both xdist workers and the subprocesses some tests start: compile each once per test run.
-run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"pid{os.getpid()}")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"visionax-jax-cache-{run_id}"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The programs the tests compile (an experiment's step, a model's forward pass) are the same in every
+# run, in both xdist workers and in the subprocesses some tests start: XLA compiles each once per
+# machine into a persistent cache (JAX's key covers the program, the compile options, the jax and
+# jaxlib versions and the devices), `$VISIONAX_CACHE/jax-compilation-cache` (`~/.cache/visionax` by
+# default; JAX_COMPILATION_CACHE_DIR chooses another folder, CI a fresh one per run).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.environ.get("VISIONAX_CACHE") or os.path.expanduser(os.path.join("~", ".cache", "visionax")),
+    "jax-compilation-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402,F401  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    """The modules marked `long` first, each in its order: xdist hands whole modules to the workers
+    (--dist loadfile) in collection order, and the long ones handed out last would leave one worker
+    finishing alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture(scope="session")

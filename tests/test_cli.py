@@ -15,6 +15,9 @@ from experiments import classify
 from experiments.configs import classify as classify_config
 from visionax import cli
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 CONFIG = pathlib.Path(classify.__file__).parent / "configs" / "classify.py"
 
 

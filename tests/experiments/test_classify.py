@@ -9,6 +9,8 @@ from experiments import classify
 from experiments.configs.classify import get_config
 from visionax.train.metrics import read_metrics
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
 
 def small(digits_dir, **changes):
     config = get_config()

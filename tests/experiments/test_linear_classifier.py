@@ -11,6 +11,8 @@ from experiments.configs.linear_classifier import get_config
 from tests.experiments.checks import assert_command_line_error
 from visionax.train.metrics import read_metrics
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_dir):

@@ -10,6 +10,9 @@ from experiments.configs import moco_v1
 from tests.experiments.checks import assert_same_run, assert_user_error, run_shipped_steps, shipped, tiny, train_losses
 
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 def test_moco_v2_learns(tmp_path, digits_dir):
     config = tiny(moco_config.get_config(), digits_dir)
     config.queue_size = 512
@@ -46,17 +49,22 @@ def test_bad_settings_are_user_errors(change, message, tmp_path, digits_dir):
     assert_user_error(moco, config, tmp_path / "run", message)
 
 
-@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
-def test_the_shipped_step_on_8_devices_equals_1_device(impl, digits_dir):
-    """MoCo v2 as shipped (ResNet-18, conv_impl=auto, SGD with momentum and cosine decay, shuffle BN
-    in groups): with groups of 4 examples, one device cut into 8 groups takes the steps of 8 devices."""
+@pytest.fixture(scope="module")
+def shipped_one_device(digits_dir):
     config = shipped(moco_config.get_config(), digits_dir)
     config.bn_group_size = 4  # the test batch of 32 is 4 per device on 8 devices
+    return config, run_shipped_steps(moco, config, 1, "shard_map")
+
+
+@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
+def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device):
+    """MoCo v2 as shipped (ResNet-18, conv_impl=auto, SGD with momentum and cosine decay, shuffle BN
+    in groups): with groups of 4 examples, one device cut into 8 groups takes the steps of 8 devices."""
+    config, one = shipped_one_device
     assert (config.model, config.conv_impl, config.optimizer, config.schedule) == (
         "resnet18", "auto", "momentum", "cosine")
     # One device normalises the 8 groups through split BatchNorm, 8 devices each its own batch: the
     # same formula summed in another order. The float32 gradient of a BatchNorm bias sums ~10³
     # terms, so the parameters agree to ~2e-5 (float64 activations leave the same gap: it is the
     # float32 parameters' rounding), the losses to 1e-5.
-    assert_same_run(run_shipped_steps(moco, config, 8, impl), run_shipped_steps(moco, config, 1, "shard_map"),
-                    tolerance=dict(rtol=2e-4, atol=5e-5))
+    assert_same_run(run_shipped_steps(moco, config, 8, impl), one, tolerance=dict(rtol=2e-4, atol=5e-5))

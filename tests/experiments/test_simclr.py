@@ -10,6 +10,9 @@ from experiments.configs import simclr as simclr_config
 from tests.experiments.checks import assert_same_run, assert_user_error, run_shipped_steps, shipped, tiny, train_losses
 
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 def test_simclr_learns_features_better_than_its_random_start(tmp_path, digits_dir):
     config = tiny(simclr_config.get_config(), digits_dir)
     config.save_embeddings = True

@@ -11,6 +11,9 @@ from visionax.models.costs import param_count
 from tests.models.references import REFERENCE_PARAMS
 
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 @pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
 def test_parameter_count_equals_reference(name):
     assert param_count(name) == REFERENCE_PARAMS[name][0], REFERENCE_PARAMS[name][1]

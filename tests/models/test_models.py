@@ -20,6 +20,9 @@ from visionax.models import MODEL_NAMES, get_model, input_size, model_options
 from tests.models.references import (REFERENCE_PARAMS, modules_used, random_images, random_variables,
                                      recording_modules)
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 NO_BATCH_NORM = {"alexnet", "zfnet", "vgg16", "vgg19"}
 
 
@@ -34,11 +37,11 @@ def test_every_model_is_an_encoder_and_takes_the_shared_options(name):
     size = input_size(name)
     images = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
     model = get_model(name, num_classes=None, dtype=jnp.bfloat16)
-    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    with recording_modules() as used:  # one trace (of the full-size model) for the variables and the features
+        features, variables = jax.eval_shape(lambda rng, x: model.init_with_output(rng, x, train=False),
+                                             jax.random.key(0), images)
     assert "head" not in variables["params"]
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
-    with recording_modules() as used:
-        features = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images)
     assert features.ndim == 2 and features.shape[0] == 2 and features.dtype == jnp.float32
     # The course's hand-written BatchNorm (and dropout), never flax's twins; the classifier's dropout
     # is checked by test_training_dropout_is_the_hand_written_layer.

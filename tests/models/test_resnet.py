@@ -21,6 +21,9 @@ from tests.models.references import (assert_forward_close, bn_ref, conv2d_ref, d
                                      pool_ref, random_images, random_variables, relu, squeeze_excite_ref, sub)
 
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 def test_cifar_stem_and_width_change_only_what_they_should():
     # The CIFAR stem swaps the 7x7 conv (7*7*3*64) for a 3x3 one (3*3*3*64); no other parameter changes.
     assert param_count("resnet18", cifar_stem=True) == param_count("resnet18") - (49 - 9) * 3 * 64

@@ -21,6 +21,9 @@ from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
 from visionax.ssl import moco
 from visionax.ssl.heads import ContrastiveModel
 
+pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+
 DEVICES = 8
 
 

@@ -1,7 +1,10 @@
 """Multi-host on one machine: two processes on localhost (jax.distributed, CPU collectives, 4 fake
 devices each) train through the loop and end with the parameters of one process with 8 devices;
 each reads only its share of every batch; both restore the checkpoint both wrote; the evaluation
-that maps over a test set gives every process the whole result."""
+that maps over a test set gives every process the whole result. The one-process reference runs in
+the test process (its 8 devices), the same code as the workers; the resumed training runs in the
+same two worker processes, from a fresh state that restores the checkpoint from disk (restarting a
+killed process is tests/train/test_loop.py's kill -9 test)."""
 
 import pathlib
 import socket
@@ -11,12 +14,13 @@ import sys
 import numpy as np
 import pytest
 
+from tests.train import multihost_worker
 from visionax.data.pipeline import ArraySource, Batches
 
 WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.multihost
+pytestmark = [pytest.mark.multihost, pytest.mark.long]
 
 
 def free_port() -> int:
@@ -25,17 +29,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(processes: int, workdir: pathlib.Path, steps: int, tag: str) -> list[dict]:
+def launch(processes: int, workdir: pathlib.Path, steps: tuple[int, ...]) -> list[list[dict]]:
+    """`processes` workers training in `workdir` to each of `steps` in turn: their results, `[step][process]`."""
     port = free_port()
-    outputs = [workdir.parent / f"{tag}_{index}.npz" for index in range(processes)]
+    outputs = [workdir.parent / f"process_{index}" for index in range(processes)]
     running = [subprocess.Popen([sys.executable, str(WORKER), str(index), str(processes), str(port), str(workdir),
-                                 str(steps), str(output)], cwd=ROOT, stdout=subprocess.PIPE,
+                                 ",".join(map(str, steps)), str(output)], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
                for index, output in enumerate(outputs)]
     for process in running:
         log, _ = process.communicate(timeout=300)
         assert process.returncode == 0, log[-3000:]
-    return [dict(np.load(output)) for output in outputs]
+    return [[dict(np.load(f"{output}.{step}.npz")) for output in outputs] for step in steps]
 
 
 def params(result: dict, prefix: str = "param_") -> list[np.ndarray]:
@@ -43,9 +48,9 @@ def params(result: dict, prefix: str = "param_") -> list[np.ndarray]:
 
 
 def test_two_hosts_train_checkpoint_resume_and_evaluate_like_one(tmp_path):
-    single = launch(1, tmp_path / "single", 6, "single")[0]
-    first = launch(2, tmp_path / "hosts", 4, "first")  # checkpoints at steps 2 and 4, written by both
-    resumed = launch(2, tmp_path / "hosts", 6, "resumed")  # both restore step 4 and go on to 6
+    single = multihost_worker.train(str(tmp_path / "single"), 6)
+    # checkpoints at steps 2 and 4, written by both; then both start afresh, restore step 4 and go on to 6
+    first, resumed = launch(2, tmp_path / "hosts", (4, 6))
     assert int(single["devices"]) == 8 and all(int(result["devices"]) == 8 for result in first)
     batches = Batches(ArraySource(np.zeros((64, 1)), np.zeros(64)), 16, seed=0)
     for host, result in enumerate(first):  # each host read its own half of every global batch, only

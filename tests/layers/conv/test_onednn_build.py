@@ -89,8 +89,29 @@ def test_the_library_builds_loads_and_computes(tmp_path):
                                 tmp_path)
 
 
+def _real_library_path() -> pathlib.Path:
+    onednn_build.load()
+    return onednn_build.cached_library(onednn_build.toolchain(), onednn_build.cache_dir())
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list:
+    """The real g++ build is what test_the_library_builds_loads_and_computes, the wheels test and
+    test_failed_builds_are_one_line_user_errors check; the tests of what happens around a build
+    (where it goes, what replaces a broken file) get a copy of that one build instead of ~10 s of
+    g++ each. The list of the toolchains `_compile` was called with."""
+    built, calls = _real_library_path(), []
+    onednn_build.load.cache_clear()  # the test loads for itself
+    def copy_of_the_real_build(chain, output):
+        calls.append(chain)
+        shutil.copyfile(built, output)
+
+    monkeypatch.setattr(onednn_build, "_compile", copy_of_the_real_build)
+    return calls
+
+
 @pytest.mark.parametrize("how", ["parent_is_a_file", "read_only"])
-def test_unwritable_cache_builds_for_this_process_with_one_warning(how, tmp_path, monkeypatch):
+def test_unwritable_cache_builds_for_this_process_with_one_warning(how, tmp_path, monkeypatch, builds):
     if how == "parent_is_a_file":
         (tmp_path / "file").write_text("")
         cache = tmp_path / "file" / "cache"
@@ -110,13 +131,12 @@ def test_unwritable_cache_builds_for_this_process_with_one_warning(how, tmp_path
     assert "built for this process only" in message and str(cache) in message
     assert "VISIONAX_CACHE" in message
     assert list(scratch.iterdir()) == []  # the temporary build is gone once loaded
+    assert len(builds) == 1  # built once, then loaded from the process's registration
     assert how == "read_only" or not cache.exists()
 
 
 def _real_library() -> bytes:
-    onednn_build.load()
-    chain = onednn_build.toolchain()
-    return onednn_build.cached_library(chain, onednn_build.cache_dir()).read_bytes()
+    return _real_library_path().read_bytes()
 
 
 def _library_without_handlers(tmp_path) -> bytes:
@@ -138,7 +158,7 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("broken", BROKEN)
-def test_broken_cached_library_is_rebuilt_once_without_warning(broken, tmp_path, monkeypatch):
+def test_broken_cached_library_is_rebuilt_once_without_warning(broken, tmp_path, monkeypatch, builds):
     content = BROKEN[broken](tmp_path)
     onednn_build.load.cache_clear()
     cache = tmp_path / "cache"
@@ -153,6 +173,7 @@ def test_broken_cached_library_is_rebuilt_once_without_warning(broken, tmp_path,
     assert rebuilt != content and rebuilt[:4] == b"\x7fELF"
     assert _loads_with_handlers(library, tmp_path)
     assert sorted(path.name for path in cache.iterdir()) == [library.name]  # no scratch left
+    assert len(builds) == 1
 
 
 @pytest.mark.parametrize("compiler", ["none_on_the_path", "one_that_fails"])

@@ -1,0 +1,80 @@
+"""XLA CPU compile time under other compiler flags, and whether the compiled program still computes
+the same bits: what the test suite's time (mostly compilation) could gain from a flag.
+
+    python -m bench.compile_flags
+
+For each flag set (in a fresh process, the compilation cache off): the seconds to compile a
+ResNet-18 (width 4) and a small CNN SGD step on 16 8×8×3 images, and a SHA-1 of the updates; a
+flag that changes the hash changes numerics, so the tests would check another program than users
+run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+FLAG_SETS = [
+    "",
+    "--xla_backend_optimization_level=1",
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_llvm_disable_expensive_passes=true",
+    "--xla_cpu_parallel_codegen_split_count=1",
+    "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+]
+
+
+def measure() -> None:
+    """In this process (its XLA_FLAGS already set): compile time and result hash per program."""
+    import hashlib
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from visionax import models
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    rng = jax.random.key(0)
+    images = jax.random.normal(rng, (16, 8, 8, 3))
+    for name, options in [("resnet18", dict(width=4)), ("small_cnn", dict(widths=(8, 16, 32)))]:
+        model = models.get_model(name, num_classes=10, **options)
+        variables = model.init(rng, images, train=False)
+
+        def step(params, images, model=model, variables=variables):
+            def loss(params):
+                logits, _ = model.apply({**variables, "params": params}, images, train=True, mutable=["batch_stats"])
+                return jnp.mean(logits ** 2)
+            sgd = optax.sgd(0.1)
+            return sgd.update(jax.grad(loss)(params), sgd.init(params), params)[0]
+
+        start = time.perf_counter()
+        compiled = jax.jit(step).lower(variables["params"], images).compile()
+        seconds = time.perf_counter() - start
+        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(compiled(variables["params"], images))]
+        digest = hashlib.sha1(b"".join(leaf.tobytes() for leaf in leaves)).hexdigest()[:10]
+        print(f"{name}\t{seconds:.2f}\t{digest}", flush=True)
+
+
+def main() -> None:
+    print(f"{'flags':55s} {'resnet18 s':>10s} {'small_cnn s':>11s}  same bits as default")
+    default = None
+    for flags in FLAG_SETS:
+        result = subprocess.run([sys.executable, "-m", "bench.compile_flags", "--measure"], capture_output=True,
+                                text=True, env={**os.environ, "XLA_FLAGS": flags})
+        if result.returncode != 0:
+            print(f"{flags:55s} failed: {result.stderr.strip().splitlines()[-1]}")
+            continue
+        rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
+        hashes = [row[2] for row in rows]
+        default = default or hashes
+        same = "yes" if hashes == default else "no"
+        print(f"{flags or '(default)':55s} {rows[0][1]:>10s} {rows[1][1]:>11s}  {same}")
+
+
+if __name__ == "__main__":
+    measure() if "--measure" in sys.argv else main()
