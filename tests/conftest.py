@@ -11,7 +11,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # run, in both xdist workers and in the subprocesses some tests start: XLA compiles each once per
 # machine into a persistent cache (JAX's key covers the program, the compile options, the jax and
 # jaxlib versions and the devices), `$VISIONAX_CACHE/jax-compilation-cache` (`~/.cache/visionax` by
-# default; JAX_COMPILATION_CACHE_DIR chooses another folder, CI a fresh one per run).
+# default, as visionax.layers.conv.onednn_build.cache_dir, which cannot be imported before jax reads
+# these variables; JAX_COMPILATION_CACHE_DIR chooses another folder, CI a fresh one per run).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     os.environ.get("VISIONAX_CACHE") or os.path.expanduser(os.path.join("~", ".cache", "visionax")),
     "jax-compilation-cache"))

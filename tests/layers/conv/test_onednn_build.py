@@ -102,6 +102,7 @@ def builds(monkeypatch) -> list:
     g++ each. The list of the toolchains `_compile` was called with."""
     built, calls = _real_library_path(), []
     onednn_build.load.cache_clear()  # the test loads for itself
+
     def copy_of_the_real_build(chain, output):
         calls.append(chain)
         shutil.copyfile(built, output)
