@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["gru", "gru_step", "lstm", "lstm_step", "rnn", "rnn_step"]
+__all__ = ["gru", "gru_step", "lstm", "lstm_gates", "lstm_step", "rnn", "rnn_step"]
 
 
 def rnn_step(x: jax.Array, h: jax.Array, Wx: jax.Array, Wh: jax.Array, b: jax.Array) -> jax.Array:
@@ -39,7 +39,12 @@ def lstm_step(x: jax.Array, h: jax.Array, c: jax.Array, Wx: jax.Array, Wh: jax.A
     """One LSTM step: a = x·Wx + h·Wh + b `[N, 4H]` split in the course's order i, f, o, g;
     i = σ(a₁), f = σ(a₂), o = σ(a₃), g = tanh(a₄); c' = f⊙c + i⊙g; h' = o⊙tanh(c').
     Wx `[D, 4H]`, Wh `[H, 4H]`, b `[4H]` → (h', c'), each `[N, H]`."""
-    a = x @ Wx + h @ Wh + b
+    return lstm_gates(x @ Wx + h @ Wh + b, c)
+
+
+def lstm_gates(a: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The LSTM's update from its pre-activations a `[N, 4H]` (order i, f, o, g) and cell c `[N, H]`:
+    c' = σ(a_f)⊙c + σ(a_i)⊙tanh(a_g), h' = σ(a_o)⊙tanh(c') → (h', c')."""
     a_i, a_f, a_o, a_g = jnp.split(a, 4, axis=-1)
     i, f, o, g = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jax.nn.sigmoid(a_o), jnp.tanh(a_g)
     c_next = f * c + i * g
