@@ -47,6 +47,11 @@ REFERENCE_PARAMS = {
     "efficientnet_b6": (43_040_704, "torchvision efficientnet_b6"),
     "efficientnet_b7": (66_347_960, "torchvision efficientnet_b7"),
     "nasnet_a_large": (88_753_150, "Cadene pretrainedmodels nasnetalarge / Keras NASNetLarge trainable"),
+    "vit_tiny_16": (5_717_416, "timm vit_tiny_patch16_224"),
+    "vit_small_16": (22_050_664, "timm vit_small_patch16_224"),
+    "vit_base_16": (86_567_656, "torchvision vit_b_16 / timm vit_base_patch16_224"),
+    "vit_base_32": (88_224_232, "torchvision vit_b_32 / timm vit_base_patch32_224"),
+    "vit_large_16": (304_326_632, "torchvision vit_l_16 / timm vit_large_patch16_224"),
 }
 
 # ---------------------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def test_tables_cover_the_zoo():
 # MACs: counted from the jaxpr, equal to torchvision's published `_ops` (conv + linear MACs).
 
 @pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "resnet50", "resnext50_32x4d",
-                                  "densenet121", "mobilenet_v2", "efficientnet_b0"])
+                                  "densenet121", "mobilenet_v2", "efficientnet_b0", "vit_base_16",
+                                  "vit_base_32", "vit_large_16"])
 def test_macs_equal_torchvision(name):
     published, source = costs.PUBLISHED[name]
     assert source == "torchvision"

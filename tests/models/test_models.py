@@ -23,7 +23,8 @@ from tests.models.references import (REFERENCE_PARAMS, modules_used, random_imag
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
 
 
-NO_BATCH_NORM = {"alexnet", "zfnet", "vgg16", "vgg19"}
+NO_BATCH_NORM = {"alexnet", "zfnet", "vgg16", "vgg19", "vit_tiny_16", "vit_small_16", "vit_base_16", "vit_base_32",
+                 "vit_large_16"}
 
 
 def test_every_lecture_architecture_is_registered():
@@ -116,13 +117,13 @@ def test_errors_name_the_known_models_and_options():
 
 
 FAMILY_MODULES = ["alexnet", "vgg", "googlenet", "resnet", "densenet", "mobilenet", "efficientnet",
-                  "nasnet"]
+                  "nasnet", "vit"]
 
 
 @pytest.mark.parametrize("module", FAMILY_MODULES)
 def test_each_family_docstring_names_its_paper_and_idea(module):
     doc = importlib.import_module(f"visionax.models.{module}").__doc__
-    assert "The idea" in doc and any(str(year) in doc for year in range(2012, 2020))
+    assert "The idea" in doc and any(str(year) in doc for year in range(2012, 2022))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,15 +1,17 @@
-"""The CNN zoo of lecture 9, picked by name: `get_model(name, num_classes=1000, **options)`.
+"""The CNN zoo of lecture 9 and the Vision Transformers (ViT, `visionax.models.vit`) of lecture 11,
+picked by name: `get_model(name, num_classes=1000, **options)`.
 
 Every model is a `flax.linen.Module` applied as `model.apply(variables, images, train=...)` to
 images `[batch, height, width, channels]`; BatchNorm models keep their running statistics in
 `variables["batch_stats"]` and update them with `mutable=["batch_stats"]` when `train=True`;
 dropout models need `rngs={"dropout": key}` when `train=True`. `num_classes=None` (or 0) returns the
-pooled feature vector `[batch, features]` instead of logits.
+pooled feature vector `[batch, features]` instead of logits (ViT: the class token after its final
+LayerNorm).
 
 Every model takes `dtype` (computation dtype; parameters stay float32), `conv_impl` (see
 `visionax.layers.conv`) and `bn_axis_name` (BatchNorm statistics averaged over that mesh axis; a
-no-op for AlexNet, ZFNet and VGG, which have no BatchNorm); the other options of each family are
-listed by `model_options(name)` and in the error for a wrong one. Their parameter and MAC counts:
+no-op for AlexNet, ZFNet, VGG and ViT, which have no BatchNorm; ViT's `conv_impl` is its patch
+embedding's); the other options of each family are listed by `model_options(name)` and in the error for a wrong one. Their parameter and MAC counts:
 `visionax.models.costs`.
 """
 
@@ -22,7 +24,7 @@ import flax.linen as nn
 from visionax import registry
 from visionax.errors import UserError
 from visionax.models import (alexnet, densenet, efficientnet, googlenet, mobilenet, nasnet, resnet,
-                             small_cnn, vgg)
+                             small_cnn, vgg, vit)
 
 # Each family: its Module class and {name: fixed constructor arguments}.
 _FAMILIES = (
@@ -36,6 +38,7 @@ _FAMILIES = (
     (efficientnet.EfficientNet, efficientnet.CONFIGS),
     (nasnet.NASNet, nasnet.CONFIGS),
     (small_cnn.SmallCNN, small_cnn.CONFIGS),
+    (vit.ViT, vit.CONFIGS),
 )
 
 # The image size each model was designed and published at (224 unless listed).

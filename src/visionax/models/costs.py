@@ -52,12 +52,18 @@ PUBLISHED = {
     "efficientnet_b6": (19.068, "torchvision"),
     "efficientnet_b7": (37.746, "torchvision"),
     "nasnet_a_large": (23.8, "NASNet paper Table 2"),
+    "vit_tiny_16": (None, "timm (no torchvision model; no count published with the weights)"),
+    "vit_small_16": (None, "timm (no torchvision model; no count published with the weights)"),
+    "vit_base_16": (17.564, "torchvision"),
+    "vit_base_32": (4.409, "torchvision"),
+    "vit_large_16": (61.555, "torchvision"),
 }
 
 # Where each parameter count the tests check comes from.
 PARAMS_SOURCE = {
     "zfnet": "paper Fig. 3", "se_resnet50": "timm / Cadene", "mobilenet_v1": "timm / Keras",
     "nasnet_a_large": "Cadene / Keras", "small_cnn": "this project",
+    "vit_tiny_16": "timm", "vit_small_16": "timm",
 }
 
 
