@@ -202,3 +202,18 @@ def test_positional_encoding_equals_the_formula(dim):
             angle = position / 10000 ** (2 * (index // 2) / dim)
             expected[position, index] = np.sin(angle) if index % 2 == 0 else np.cos(angle)
     np.testing.assert_allclose(encoding, expected, atol=2e-5)
+
+
+def test_multi_head_attention_computes_in_its_dtype_with_float32_parameters():
+    x = jax.random.normal(jax.random.key(0), (N, S, E))
+    module = attention.MultiHeadAttention(E, HEADS, kernel_init=nn.initializers.xavier_uniform())
+    params = random_params(module, x)
+    half = attention.MultiHeadAttention(E, HEADS, dtype=jnp.bfloat16).apply({"params": params}, x)
+    assert half.dtype == jnp.bfloat16
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    np.testing.assert_allclose(np.asarray(half, np.float32), module.apply({"params": params}, x), atol=0.1, rtol=0.05)
+    # The initialiser reaches all four projections: Xavier uniform's bound √(6 / (E + E)).
+    initial = module.init(jax.random.key(1), x)["params"]
+    for name in ("query", "key", "value", "proj"):
+        assert np.abs(initial[name]["kernel"]).max() <= np.sqrt(6 / (2 * E))
+        assert np.abs(initial[name]["kernel"]).max() > 0.8 * np.sqrt(6 / (2 * E))

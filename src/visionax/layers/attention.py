@@ -8,6 +8,8 @@ sequences `[N, S, E]` (queries) and `[N, T, E]` (keys and values) for the Transf
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -70,11 +72,15 @@ class MultiHeadAttention(nn.Module):
     and `dropout_rate > 0` the attention weights are dropped out (key from the "dropout" stream).
     The weights before dropout are sown as `intermediates/attention_weights`. Equal to
     `flax.linen.MultiHeadDotProductAttention` with its kernels reshaped to `[E, heads, E/heads]`
-    (and `[heads, E/heads, E]` for the output), without dropout."""
+    (and `[heads, E/heads, E]` for the output), without dropout. `dtype` is the computation dtype
+    (parameters in `param_dtype`), `kernel_init` the four projections' initialiser (biases zero)."""
 
     embed_dim: int
     num_heads: int
     dropout_rate: float = 0.0
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, query: jax.Array, key: jax.Array | None = None, value: jax.Array | None = None,
@@ -85,8 +91,12 @@ class MultiHeadAttention(nn.Module):
         value = key if value is None else value
         head_dim = self.embed_dim // self.num_heads
 
+        def dense(name):
+            return nn.Dense(self.embed_dim, kernel_init=self.kernel_init, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name=name)
+
         def heads(x, name):
-            projected = nn.Dense(self.embed_dim, name=name)(x)
+            projected = dense(name)(x)
             return projected.reshape(*x.shape[:-1], self.num_heads, head_dim).swapaxes(-2, -3)
 
         use_dropout = train and self.dropout_rate > 0.0
@@ -95,7 +105,7 @@ class MultiHeadAttention(nn.Module):
             self.dropout_rate, self.make_rng("dropout") if use_dropout else None)
         self.sow("intermediates", "attention_weights", weights)
         output = output.swapaxes(-2, -3).reshape(*query.shape[:-1], self.embed_dim)
-        return nn.Dense(self.embed_dim, name="proj")(output)
+        return dense("proj")(output)
 
 
 def positional_encoding(length: int, dim: int) -> jax.Array:

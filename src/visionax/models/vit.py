@@ -140,8 +140,9 @@ class EncoderBlock(nn.Module):
     def __call__(self, x, train: bool = False):
         width = x.shape[-1]
         y = LayerNorm(epsilon=LN_EPSILON, name="ln1")(x).astype(self.dtype)
-        y = MultiHeadAttention(width, self.num_heads, self.attention_dropout, name="attention")(
-            y, train=train).astype(self.dtype)
+        attention = MultiHeadAttention(width, self.num_heads, self.attention_dropout, dtype=self.dtype,
+                                       name="attention")
+        y = attention(y, train=train).astype(self.dtype)
         y = Dropout(self.dropout)(y, train=train)
         x = self._residual(x, y, train)
         y = LayerNorm(epsilon=LN_EPSILON, name="ln2")(x).astype(self.dtype)
