@@ -117,7 +117,7 @@ def test_step_carries_the_state_and_wraps_at_the_end_of_the_text():
     inputs, targets = bptt.chunk_at(text, jnp.asarray(4), K)
     grads = jax.grad(lambda p: chunk_loss(p, fresh.carry, inputs, targets)[0])(fresh.params)
     expected = fresh.apply_gradients(grads)
-    chex.assert_trees_all_close(second.params, expected.params, rtol=1e-6)
+    chex.assert_trees_all_close(second.params, expected.params, rtol=1e-5, atol=1e-7)
 
 
 def test_resume_from_a_checkpoint_keeps_the_carried_state_and_the_position(tmp_path):
