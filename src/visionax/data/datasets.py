@@ -17,10 +17,10 @@ import tensorflow_datasets as tfds
 
 from visionax.data.builders.digits import VisionaxDigits
 from visionax.data.builders.image_folder import VisionaxImageFolder, folder_config
+from visionax.data.records import prepared
 from visionax.errors import UserError
 
 EMBEDDED_NAMES = ("digits", "image_folder")
-FILE_FORMAT = "array_record"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +88,8 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
             "pip install -e '.[tf]', or lay the images out as <dir>/{train,test}/<class>/<image> and pass "
             "--config.data.name=image_folder --config.data.folder=<dir>"
         )
-    tfds.disable_progress_bar()
     try:
-        builder.download_and_prepare(file_format=FILE_FORMAT)
+        prepared(builder)
         if spec.name == "image_folder":
             _report_folder(builder)
     except UserError:

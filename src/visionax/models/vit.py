@@ -41,9 +41,8 @@ position embedding N(0, 0.02²), the head zero (`head_zero_init=True`, as big_vi
 torchvision; False: LeCun normal). The attention projections keep `MultiHeadAttention`'s own
 initialisation (flax's Dense default: LeCun normal kernels, zero biases).
 
-Precision: with `dtype=bfloat16` the patch embedding, MLPs and head compute in bf16; the
-attention projections run in float32 (MultiHeadAttention takes no `dtype`, so its float32
-parameters promote the bf16 input); LayerNorm statistics are float32 (`_stats`).
+Precision: with `dtype=bfloat16` the patch embedding, attention, MLPs and head compute in bf16
+with float32 parameters; LayerNorm statistics are float32 (`_stats`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from visionax.data.builders.image_folder import load_image
+from visionax.data.builders.image_folder import load_image, source_name
 from visionax.data.captions import build_word_vocabulary
 from visionax.errors import UserError
 
@@ -116,10 +116,8 @@ def caption_folder_config(folder: str, image_size: int = 64, min_count: int = 1,
         raise UserError(f"caption folder options need max_length ≥ 3, min_count ≥ 1, image_size ≥ 1 (got "
                         f"{max_length}, {min_count}, {image_size}); fix --config.data.max_length/min_count/image_size")
     layout = scan_captions(folder)
-    path_digest = hashlib.sha1(str(layout.root).encode()).hexdigest()[:8]
-    slug = "".join(character if character.isalnum() else "_" for character in layout.root.name.lower())
     return CaptionFolderConfig(
-        name=f"{slug}_{path_digest}_{layout.fingerprint()}_{image_size}px_min{min_count}_len{max_length}",
+        name=f"{source_name(layout.root)}_{layout.fingerprint()}_{image_size}px_min{min_count}_len{max_length}",
         folder=str(layout.root), image_size=image_size, min_count=min_count, max_length=max_length,
         description=f"Captioned images of {layout.root} resized to {image_size}×{image_size}.",
     )

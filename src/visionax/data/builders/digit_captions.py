@@ -22,7 +22,7 @@ import functools
 import numpy as np
 import tensorflow_datasets as tfds
 
-from visionax.data.builders.digits import split_indices
+from visionax.data.builders.digits import source_digits, split_indices
 from visionax.data.captions import END, NULL, START, digit_vocabulary
 
 CANVAS_HEIGHT, CANVAS_WIDTH = 24, 48
@@ -33,16 +33,8 @@ FIRST_DIGIT_ID = 4
 NUM_TRAIN, NUM_TEST = 10_000, 2_000
 SPLIT_NUMBERS = {"train": 0, "test": 1}
 
-__all__ = ["CANVAS_HEIGHT", "CANVAS_WIDTH", "MAX_DIGITS", "MAX_LENGTH", "source_digits", "compose_canvas",
+__all__ = ["CANVAS_HEIGHT", "CANVAS_WIDTH", "MAX_DIGITS", "MAX_LENGTH", "compose_canvas",
            "DigitCaptionsConfig", "digit_captions_config", "VisionaxDigitCaptions"]
-
-
-def source_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as the digits builder stores them: uint8 `[1797, 8, 8]` (0..16 → 0..255) and labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target.astype(np.int64)
 
 
 def compose_canvas(generator: np.random.Generator, images: np.ndarray, labels: np.ndarray,

@@ -9,6 +9,15 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
+def source_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as this builder stores them: uint8 `[1797, 8, 8]` (0..16 → 0..255) and
+    int64 labels `[1797]`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target.astype(np.int64)
+
+
 def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     """A fixed stratified split: TEST_FRACTION of each class (chosen with SPLIT_SEED) is the test set."""
     generator = np.random.default_rng(SPLIT_SEED)
@@ -40,11 +49,8 @@ class VisionaxDigits(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-        labels = digits.target.astype(np.int64)
+        images, labels = source_digits()
+        images = images[..., None]
         return {
             split: self._generate_examples(images, labels, indices)
             for split, indices in split_indices(labels).items()

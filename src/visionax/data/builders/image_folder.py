@@ -100,15 +100,20 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     skip_bad_images: bool = False
 
 
+def source_name(path: pathlib.Path) -> str:
+    """A dataset-config name for a folder or file: its lower-cased name with non-alphanumerics as
+    "_", then 8 hex digits of the SHA-1 of its absolute path (two folders of one name differ)."""
+    slug = "".join(character if character.isalnum() else "_" for character in path.name.lower())
+    return f"{slug}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+
+
 def folder_config(folder: str, image_size: int, skip_bad_images: bool = False) -> ImageFolderConfig:
     """A builder config named after the folder's name, a hash of its absolute path, the size, and
     the fingerprint of its content (so a changed folder is prepared again)."""
     layout = scan(folder)
-    path_digest = hashlib.sha1(str(layout.root).encode()).hexdigest()[:8]
-    slug = "".join(character if character.isalnum() else "_" for character in layout.root.name.lower())
     skip = "_skipbad" if skip_bad_images else ""
     return ImageFolderConfig(
-        name=f"{slug}_{path_digest}_{layout.fingerprint()}_{image_size}px{skip}", folder=str(layout.root),
+        name=f"{source_name(layout.root)}_{layout.fingerprint()}_{image_size}px{skip}", folder=str(layout.root),
         image_size=image_size, skip_bad_images=skip_bad_images,
         description=f"Images of {layout.root} resized to {image_size}×{image_size}.",
     )

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
+from visionax.data.builders.image_folder import source_name
 from visionax.errors import UserError
 
 TEST_FRACTION = 0.1
@@ -80,8 +81,7 @@ def text_config(text_file: str = "") -> TextConfig:
                           description=f"pydoc_data.topics of Python {sys.version.split()[0]}.")
     path = pathlib.Path(text_file).expanduser().resolve()
     text = read_text_file(path)
-    slug = "".join(character if character.isalnum() else "_" for character in path.name.lower())
-    return TextConfig(name=f"{slug}_{_digest(str(path).encode())[:8]}_{_digest(text.encode())}",
+    return TextConfig(name=f"{source_name(path)}_{_digest(text.encode())}",
                       text_file=str(path), description=f"The UTF-8 text of {path}.")
 
 
