@@ -68,7 +68,7 @@ class MultiHeadAttention(nn.Module):
     softmax(Q·Kᵀ/√(embed_dim/num_heads))·V; the heads concatenated and projected by `proj`.
 
     `__call__(query [N, S, E], key [N, T, E] = query, value [N, T, E] = key, mask=None, train=False)`
-    → `[N, S, E]`; `mask` broadcastable to `[N, heads, S, T]`, True = may attend. With `train=True`
+    → `[N, S, E]` (with `return_weights=True`: the pair of it and the weights `[N, heads, S, T]`); `mask` broadcastable to `[N, heads, S, T]`, True = may attend. With `train=True`
     and `dropout_rate > 0` the attention weights are dropped out (key from the "dropout" stream).
     The weights before dropout are sown as `intermediates/attention_weights`. Equal to
     `flax.linen.MultiHeadDotProductAttention` with its kernels reshaped to `[E, heads, E/heads]`
@@ -84,7 +84,7 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(self, query: jax.Array, key: jax.Array | None = None, value: jax.Array | None = None,
-                 mask: jax.Array | None = None, train: bool = False) -> jax.Array:
+                 mask: jax.Array | None = None, train: bool = False, return_weights: bool = False):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         key = query if key is None else key
@@ -104,8 +104,8 @@ class MultiHeadAttention(nn.Module):
             heads(query, "query"), heads(key, "key"), heads(value, "value"), mask,
             self.dropout_rate, self.make_rng("dropout") if use_dropout else None)
         self.sow("intermediates", "attention_weights", weights)
-        output = output.swapaxes(-2, -3).reshape(*query.shape[:-1], self.embed_dim)
-        return dense("proj")(output)
+        output = dense("proj")(output.swapaxes(-2, -3).reshape(*query.shape[:-1], self.embed_dim))
+        return (output, weights) if return_weights else output
 
 
 def positional_encoding(length: int, dim: int) -> jax.Array:

@@ -74,6 +74,17 @@ def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(x, axis=(1, 2))
 
 
+FEATURE_MAP = "feature_map"
+
+
+def pool_feature_map(module: nn.Module, feature_map: jnp.ndarray) -> jnp.ndarray:
+    """Global average pooling `[N, h, w, C] → [N, C]` of a model's last feature map, which is sown
+    as `intermediates/feature_map` first: the spatial features a captioner attends over
+    (`visionax.models.captioners.encode`). Sowing costs nothing unless "intermediates" is mutable."""
+    module.sow("intermediates", FEATURE_MAP, feature_map)
+    return global_avg_pool(feature_map)
+
+
 def max_pool(x: jnp.ndarray, window: int, stride: int, padding: int = 0,
              ceil_mode: bool = False) -> jnp.ndarray:
     """PyTorch's `MaxPool2d(window, stride, padding, ceil_mode)` on NHWC (padding counts as -inf)."""

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from visionax.layers.regularize import Dropout
-from visionax.models.common import (ModuleDef, avg_pool, classify, conv_def, global_avg_pool,
+from visionax.models.common import (ModuleDef, avg_pool, classify, conv_def, pool_feature_map,
                                     max_pool, norm_def, pad)
 
 
@@ -72,7 +72,7 @@ class DenseNet(nn.Module):
                 x = conv(x.shape[-1] // 2, (1, 1), name=f"transition{block + 1}_conv")(x)
                 x = avg_pool(x, 2, 2)
         x = nn.relu(norm(name="norm5")(x))
-        return classify(global_avg_pool(x), self.num_classes, self.dtype, train)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train)
 
 
 CONFIGS = {"densenet121": dict(block_config=(6, 12, 24, 16))}

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from visionax.layers.regularize import drop_path
 from visionax.models.common import (ConvBNAct, ModuleDef, SqueezeExcite, classify, conv_def,
-                                    global_avg_pool, make_divisible, norm_def)
+                                    pool_feature_map, make_divisible, norm_def)
 
 # B0 (paper Table 1): expansion, kernel, first stride, input channels, output channels, repeats.
 B0_STAGES = (
@@ -115,7 +115,7 @@ class EfficientNet(nn.Module):
                            name=f"stage{index + 1}_{repeat + 1}")(x, train)
                 block += 1
         x = ConvBNAct(4 * stages[-1][4], 1, conv, norm, activation=nn.silu, name="head_conv")(x)
-        return classify(global_avg_pool(x), self.num_classes, self.dtype, train, self.dropout)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train, self.dropout)
 
 
 CONFIGS = {name: dict(width_mult=w, depth_mult=d, dropout=p)

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from visionax.models.common import (ConvBNAct, ModuleDef, classify, conv_def, global_avg_pool,
+from visionax.models.common import (ConvBNAct, ModuleDef, classify, conv_def, pool_feature_map,
                                     max_pool, norm_def, scaled)
 
 
@@ -80,7 +80,7 @@ class GoogLeNet(nn.Module):
                 x = max_pool(x, spec, 2, ceil_mode=True)
             else:
                 x = Inception(*map(width, spec), conv=conv, norm=norm, name=f"inception{name}")(x)
-        return classify(global_avg_pool(x), self.num_classes, self.dtype, train, self.dropout)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train, self.dropout)
 
 
 CONFIGS = {"googlenet": {}}

@@ -22,7 +22,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from visionax.models.common import (ConvBNAct, ModuleDef, classify, conv_def, global_avg_pool,
+from visionax.models.common import (ConvBNAct, ModuleDef, classify, conv_def, pool_feature_map,
                                     make_divisible, norm_def)
 
 
@@ -53,7 +53,7 @@ class MobileNetV1(nn.Module):
                           name=f"block{index + 1}_dw")(x)
             x = ConvBNReLU6(make_divisible(channels * self.width_mult), 1, conv, norm,
                           name=f"block{index + 1}_pw")(x)
-        return classify(global_avg_pool(x), self.num_classes, self.dtype, train, self.dropout)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train, self.dropout)
 
 
 class InvertedResidual(nn.Module):
@@ -102,7 +102,7 @@ class MobileNetV2(nn.Module):
                                      conv, norm, name=f"block{stage + 1}_{index + 1}")(x)
         last = make_divisible(1280 * max(1.0, self.width_mult))
         x = ConvBNReLU6(last, 1, conv, norm, name="last_conv")(x)
-        return classify(global_avg_pool(x), self.num_classes, self.dtype, train, self.dropout)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train, self.dropout)
 
 
 V1_CONFIGS = {"mobilenet_v1": {}}

@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from visionax.errors import UserError
-from visionax.models.common import (ModuleDef, SqueezeExcite, classify, conv_def, global_avg_pool,
+from visionax.models.common import (ModuleDef, SqueezeExcite, classify, conv_def, pool_feature_map,
                                     max_pool, norm_def, pad)
 
 SE_REDUCTION = 16  # SENet's hidden size: channels // 16
@@ -151,7 +151,7 @@ class ResNet(nn.Module):
                 x = block_cls(self.width * 2**stage, stride, conv=conv, norm=norm,
                               groups=self.groups, base_width=self.base_width, se=self.se,
                               dtype=self.dtype, name=f"layer{stage + 1}_{index}")(x)
-        return classify(global_avg_pool(x), self.num_classes, self.dtype, train)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train)
 
 
 def _arch(stage_sizes, block="bottleneck", groups=1, base_width=64, se=False) -> dict:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from visionax.layers.conv import conv_module
 from visionax.layers.norm import BatchNorm
-from visionax.models.common import classify
+from visionax.models.common import classify, pool_feature_map
 
 
 class SmallCNN(nn.Module):
@@ -36,7 +36,7 @@ class SmallCNN(nn.Module):
             if index == 1:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         # The zoo's classifier: Dense "head" (what init_from leaves fresh), float32 logits or features.
-        return classify(jnp.mean(x, axis=(1, 2)), self.num_classes, self.dtype, train)
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train)
 
 
 CONFIGS = {"small_cnn": {}}

@@ -59,7 +59,7 @@ from visionax.errors import UserError
 from visionax.layers.attention import MultiHeadAttention
 from visionax.layers.norm import LayerNorm
 from visionax.layers.regularize import Dropout, drop_path
-from visionax.models.common import conv_def, dense_def
+from visionax.models.common import FEATURE_MAP, conv_def, dense_def
 
 __all__ = ["CONFIGS", "ViT", "ViTArch", "EncoderBlock", "MlpBlock", "resample_position_embedding"]
 
@@ -226,7 +226,10 @@ class ViT(nn.Module):
             rate = self.drop_path * index / (arch.depth - 1) if arch.depth > 1 else self.drop_path
             x = EncoderBlock(arch.num_heads, arch.hidden, self.dropout, self.attention_dropout, rate,
                              self.dtype, name=f"block{index}")(x, train=train)
-        features = LayerNorm(epsilon=LN_EPSILON, name="encoder_norm")(x)[:, 0]
+        x = LayerNorm(epsilon=LN_EPSILON, name="encoder_norm")(x)
+        # The patch tokens on their grid `[batch, h/p, w/p, width]`: what a captioner attends over.
+        self.sow("intermediates", FEATURE_MAP, x[:, 1:].reshape(batch, *grid, arch.width))
+        features = x[:, 0]
         if not self.num_classes:
             return features.astype(jnp.float32)
         head_init = nn.initializers.zeros if self.head_zero_init else nn.initializers.lecun_normal()
