@@ -1,0 +1,34 @@
+"""The ViT against ResNet-18 on CIFAR-10 from an image folder <dir>/{train,test}/<class>/<image>, at
+equal training time: the ViT (32×32 images cut into 8×8 patches: 16 tokens and the class token,
+width 128, 6 blocks of 4 heads, MLP 256) trains 2 epochs, and ResNet-18 with the CIFAR stem
+(width 64) trains for the seconds the ViT's steps took:
+
+    d=$(mktemp -d) && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C "$d" && \
+    python -m experiments.vit --config=experiments/configs/vit_cifar10.py \
+        --config.data.folder="$d/cifar10-jpeg"
+
+    ... --config.time_budget_seconds=600     # instead: each model as many steps as fit in 600 s
+"""
+
+import ml_collections
+
+from experiments.configs import data_sources, training
+from experiments.configs.vit import comparison, model_block
+
+
+def get_config() -> ml_collections.ConfigDict:
+    # 50,000 training images / 128 = 390 steps an epoch
+    config = comparison(training.base(batch_size=128, epochs=2, log_every=39, checkpoint_every=100_000,
+                                      eval_every=0, keep_checkpoints=1))  # only the final checkpoint
+    config.data = data_sources.image_folder(image_size=32)
+    config.dtype = "float32"
+    config.evaluations = 4  # a ResNet-18 pass over the 10,000 test images takes about a minute on 2 cores
+    training.supervised(config)
+    config.augment.crop_padding = 4  # random 32×32 crops of the image padded by 4 pixels
+    config.augment.flip_probability = 0.5
+    config.vit = model_block("vit_tiny_16", {"patch_size": 8, "width": 128, "depth": 6, "num_heads": 4,
+                                             "mlp_dim": 256}, conv_impl="xla")
+    training.optimizer(config.vit, "adam", 0.001, schedule="warmup_cosine", weight_decay=5e-2, warmup_epochs=1)
+    config.resnet = model_block("resnet18", {"cifar_stem": True}, conv_impl="auto")
+    training.optimizer(config.resnet, "momentum", 0.05, schedule="cosine", weight_decay=5e-4)
+    return config
