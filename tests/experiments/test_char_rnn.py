@@ -3,6 +3,7 @@ held out against its unigram and bigram baselines, sampled at several temperatur
 
 import json
 import math
+import pathlib
 
 import chex
 import jax
@@ -211,3 +212,10 @@ def test_bad_flags_fail_with_one_line(tmp_path, text_setup, flags, message, caps
     text_file, data_dir = text_setup
     assert_command_line_error(char_rnn, [f"--config.data.text_file={text_file}", f"--config.data.data_dir={data_dir}",
                                          *flags], tmp_path / "run", message, capsys)
+
+
+def test_the_text_file_config_names_its_missing_file(tmp_path, monkeypatch, capsys):
+    """experiments/configs/char_rnn_text.py reads ./input.txt unless told otherwise: absent, one line."""
+    monkeypatch.chdir(tmp_path)
+    config = str(pathlib.Path(char_rnn.__file__).parent / "configs" / "char_rnn_text.py")
+    assert_command_line_error(char_rnn, [f"--config={config}"], tmp_path / "run", "input.txt", capsys)
