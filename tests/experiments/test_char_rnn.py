@@ -4,6 +4,10 @@ held out against its unigram and bigram baselines, sampled at several temperatur
 import json
 import math
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import chex
 import jax
@@ -16,12 +20,15 @@ from PIL import Image
 from experiments import char_rnn
 from experiments.configs.char_rnn import get_config
 from tests.experiments.checks import assert_command_line_error
+from visionax import cli
 from visionax.data.text import EncodedText, bigram_bits_per_char, unigram_bits_per_char
 from visionax.models import char_lm
 from visionax.train import checkpoint
 from visionax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # A 40-character random word repeated: a model that remembers a few characters predicts it almost
 # exactly, while a character's successor alone leaves about 1.5 bits (the bigram baseline).
@@ -195,6 +202,48 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one_and_reads_only_the_later_ch
     for column in ("train bits/char", "test bits/char"):
         assert rows(resumed)["GRU"][column] == rows(straight)["GRU"][column]
     assert resumed["samples"] == straight["samples"]
+
+
+def test_kill_9_and_restart_keeps_the_carry_and_the_text_position(tmp_path, text_setup, capsys):
+    """A real run of the GRU killed with SIGKILL after its checkpoint of step 100, started again with
+    the same flags (in this process): it resumes from its last checkpoint and ends with the
+    uninterrupted run's params, carry and position, having logged each step's chunk position once."""
+    text_file, data_dir = text_setup
+    flags = ["--config.cells=gru", f"--config.data.text_file={text_file}", f"--config.data.data_dir={data_dir}",
+             "--config.embedding=8", "--config.hidden=32", "--config.batch_size=8", "--config.chunk_length=16",
+             "--config.num_steps=600", "--config.log_every=10", "--config.eval_every=0",
+             "--config.checkpoint_every=100", "--config.sample_length=10"]
+    interrupted = tmp_path / "interrupted"
+    process = subprocess.Popen([sys.executable, "-m", "experiments.char_rnn", *flags, f"--workdir={interrupted}"],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (interrupted / "gru" / "checkpoints" / "100").exists() and process.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    latest = max(int(path.name) for path in (interrupted / "gru" / "checkpoints").iterdir() if path.name.isdigit())
+    assert 100 <= latest < 600
+    capsys.readouterr()
+
+    def run_in_process(workdir):
+        return cli.run(char_rnn.train_and_evaluate, char_rnn.CONFIG, char_rnn.NAME,
+                       argv=[char_rnn.NAME, *flags, f"--workdir={workdir}"])
+
+    run_in_process(interrupted)
+    assert f"resumed from step {latest} ({interrupted / 'gru'})" in capsys.readouterr().out
+    run_in_process(tmp_path / "straight")
+    records = read_metrics(interrupted / "gru")
+    assert [r["step"] for r in records if r["split"] == "resume"] == [latest]
+    straight_records = read_metrics(tmp_path / "straight" / "gru")
+    train = [(r["step"], r["position"]) for r in records if r["split"] == "train"]
+    assert [step for step, _ in train] == list(range(10, 601, 10))  # every record once: none lost, none twice
+    assert train == [(r["step"], r["position"]) for r in straight_records if r["split"] == "train"]
+    expected, actual = final_state(tmp_path / "straight" / "gru"), final_state(interrupted / "gru")
+    assert int(actual["step"]) == 600 and int(actual["position"]) == int(expected["position"])
+    chex.assert_trees_all_equal(actual["params"], expected["params"])
+    chex.assert_trees_all_equal(actual["carry"], expected["carry"])
 
 
 @pytest.mark.parametrize(
