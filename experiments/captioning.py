@@ -27,7 +27,7 @@ import sacrebleu
 from visionax import cli, registry, report
 from visionax.data.captions import END, NULL, START, CaptionData, load_caption_folder, load_digit_captions
 from visionax.data.pipeline import Batches
-from visionax.errors import UserError
+from visionax.errors import UserError, require_positive
 from visionax.models import captioners
 from visionax.parallel import DATA_AXIS, DataParallel, check_batch_size, make_mesh
 from visionax.train import captioning, checkpoint, loop, optimizer, setup
@@ -110,9 +110,7 @@ def scores(vocabulary, words: np.ndarray, refs: list[list[str]], lengths: np.nda
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    for key in ("epochs", "wordvec_dim", "hidden_dim", "beam_size", "eval_examples"):
-        if config[key] < 1:
-            raise UserError(f"{key} must be >= 1, got {config[key]}; set --config.{key} to a positive integer")
+    require_positive(config, ("epochs", "wordvec_dim", "hidden_dim", "beam_size", "eval_examples"))
 
 
 def plot_attention(test: CaptionData, words: dict, attention: dict, path: pathlib.Path, examples: int) -> pathlib.Path:

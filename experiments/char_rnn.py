@@ -30,7 +30,7 @@ import optax
 
 from visionax import cli, parallel, registry, report
 from visionax.data.text import EncodedText, bigram_bits_per_char, unigram_bits_per_char
-from visionax.errors import UserError
+from visionax.errors import UserError, require_positive
 from visionax.models import char_lm
 from visionax.train import bptt, checkpoint, loop
 from visionax.train.metrics import last_record, read_metrics
@@ -55,9 +55,7 @@ class TextStreams:
 def check_config(config: ml_collections.ConfigDict) -> tuple[list[str], tuple[float, ...]]:
     """The cell names and the sampling temperatures; a UserError for any bad value."""
     cells = list(registry.lookup_many(char_lm.CELLS, config.cells, "cell", "cells"))
-    for key in POSITIVE_KEYS:
-        if config[key] < 1:
-            raise UserError(f"{key}={config[key]} must be >= 1; set --config.{key} to a positive integer")
+    require_positive(config, POSITIVE_KEYS)
     for key in ("learning_rate", "clip_norm"):
         if not config[key] > 0:
             raise UserError(f"{key}={config[key]} must be positive; set e.g. --config.{key}=1")

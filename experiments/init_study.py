@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from visionax import cli, registry, report
-from visionax.errors import UserError
+from visionax.errors import UserError, require_positive
 from visionax.layers import activations, init
 from visionax.train import checkpoint
 
@@ -34,9 +34,7 @@ LABELS = {"small_random": "small random", "xavier": "Xavier", "kaiming": "Kaimin
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    for key in ("depth", "width", "batch_size"):
-        if config[key] < 1:
-            raise UserError(f"{key} must be >= 1, got {config[key]}; set --config.{key} to a positive integer")
+    require_positive(config, ("depth", "width", "batch_size"))
     if config.small_std <= 0:
         raise UserError(f"small_std must be positive, got {config.small_std}; set --config.small_std=0.01")
 

@@ -36,7 +36,7 @@ import jax
 import ml_collections
 
 from visionax import cli, evaluate, parallel, report
-from visionax.errors import UserError
+from visionax.errors import UserError, require_positive
 from visionax.train import checkpoint, loop, optimizer, setup, supervised
 from visionax.train.metrics import read_metrics
 from visionax.train.state import TrainState, create_train_state
@@ -113,9 +113,7 @@ def check_comparison(config: ml_collections.ConfigDict, workdir: str) -> None:
     if budget is not None and not budget > 0:
         raise UserError(f"time_budget_seconds={budget} must be positive; pass e.g. "
                         "--config.time_budget_seconds=60, or leave it unset for the ViT's epochs")
-    for key in ("calibration_steps", "evaluations", "epochs"):
-        if config[key] < 1:
-            raise UserError(f"{key}={config[key]} must be >= 1; pass e.g. --config.{key}=5")
+    require_positive(config, ("calibration_steps", "evaluations", "epochs"))
     held = [str(pathlib.Path(workdir) / name) for name in MODELS if (pathlib.Path(workdir) / name).exists()]
     if held:
         raise UserError(f"workdir {workdir!r} already holds a comparison ({held[0]}); timings cannot be "

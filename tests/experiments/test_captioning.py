@@ -143,7 +143,7 @@ def test_a_caption_folder_trains_with_its_word_vocabulary(tmp_path):
     ("--config.data.name=caption_folder", "needs a folder"),
     ("--config.max_length=4", "exceed max_length=4"),
     ("--config.batch_size=5000", "batch_size=5000 exceeds"),
-    ("--config.beam_size=0", "beam_size must be >= 1"),
+    ("--config.beam_size=0", "beam_size=0 must be >= 1"),
 ])
 def test_bad_flags_fail_with_one_line(tmp_path, flag, message, data_dir, capsys):
     flags = [flag, "--config.data.num_train=512", "--config.data.num_test=96", f"--config.data.data_dir={data_dir}"]

@@ -66,6 +66,6 @@ def test_bad_names_are_user_errors(tmp_path):
         init_study.train_and_evaluate(config, str(tmp_path / "x"))
     config = get_config()
     config.depth = 0
-    with pytest.raises(UserError, match="depth must be"):
+    with pytest.raises(UserError, match="depth=0 must be >= 1"):
         init_study.train_and_evaluate(config, str(tmp_path / "y"))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
