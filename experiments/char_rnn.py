@@ -32,6 +32,7 @@ from visionax import cli, parallel, registry, report
 from visionax.data.text import EncodedText, bigram_bits_per_char, unigram_bits_per_char
 from visionax.errors import UserError, require_positive
 from visionax.models import char_lm
+from visionax.models.costs import parameter_total
 from visionax.train import bptt, checkpoint, loop
 from visionax.train.metrics import last_record, read_metrics
 
@@ -167,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          evaluate=evaluate)
         seconds = time.perf_counter() - started
         samples[cell] = write_samples(config, model, state.params, text, temperatures)
-        rows.append([LABELS[cell], sum(leaf.size for leaf in jax.tree.leaves(state.params)),
+        rows.append([LABELS[cell], parameter_total(state.params),
                      last_record(runs[cell], "train")["loss"] / math.log(2),
                      last_record(runs[cell], "eval")["bits_per_char"], round(seconds, 1)])
     rows += [[f"{name} (add-one)", None, None, bits, None] for name, bits in baselines.items()]

@@ -37,6 +37,7 @@ import ml_collections
 
 from visionax import cli, evaluate, parallel, report
 from visionax.errors import UserError, require_positive
+from visionax.models.costs import parameter_total
 from visionax.train import checkpoint, loop, optimizer, setup, supervised
 from visionax.train.metrics import read_metrics
 from visionax.train.state import TrainState, create_train_state
@@ -195,10 +196,6 @@ def plot(runs: dict[str, pathlib.Path], labels: dict[str, str], path: pathlib.Pa
     return report.save(fig, path, title=title)
 
 
-def parameter_count(state: TrainState) -> int:
-    return sum(leaf.size for leaf in jax.tree.leaves(state.params))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, clock: Clock = time.perf_counter) -> dict:
     """Run the comparison; `clock` (seconds, monotonic) times the steps: `time.perf_counter`, or a
     fake one in tests."""
@@ -219,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, clock
         budget = times.training_seconds if budget is None else budget
         test = evaluations(runs[contender.name])[-1]
         rows.append({"model": contender.name, "architecture": contender.config.model,
-                     "parameters": parameter_count(contender.state), "steps": num_steps,
+                     "parameters": parameter_total(contender.state.params), "steps": num_steps,
                      "epochs": num_steps / steps_per_epoch, "seconds per step": contender.seconds_per_step,
                      "training seconds": times.training_seconds,
                      "seconds / budget": times.training_seconds / budget,

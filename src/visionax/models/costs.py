@@ -23,7 +23,7 @@ from jax.extend import core as jex_core
 
 from visionax.models import get_model, input_size
 
-__all__ = ["PUBLISHED", "PARAMS_SOURCE", "param_count", "jaxpr_macs", "forward_macs", "xla_macs"]
+__all__ = ["PUBLISHED", "PARAMS_SOURCE", "param_count", "parameter_total", "jaxpr_macs", "forward_macs", "xla_macs"]
 
 # Published GMACs per image at the standard resolution, and where they come from.
 PUBLISHED = {
@@ -75,10 +75,15 @@ def _abstract(name: str, resolution: int | None = None, **options):
     return model, variables, images
 
 
+def parameter_total(params) -> int:
+    """The number of values in a tree of parameters (arrays or shape-dtype structures)."""
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
 def param_count(name: str, **options) -> int:
     """Trainable parameters (the "params" collection), counted without allocating them."""
     _, variables, _ = _abstract(name, **options)
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(variables["params"]))
+    return parameter_total(variables["params"])
 
 
 def _sub_jaxprs(eqn):
