@@ -62,7 +62,9 @@ def saved_classifier(workdir):
                                         "model_options": {"widths": (4, 8, 6)}})
     model = models.get_model("small_cnn", num_classes=10, widths=(4, 8, 6))
     state = create_train_state(jax.random.PRNGKey(0), model, optax.sgd(0.1), (8, 8, 1))
-    state = state.replace(batch_stats=jax.tree.map(lambda leaf: leaf + 0.3, state.batch_stats))
+    _, updates = model.apply(state.variables, jnp.asarray(np.random.default_rng(4).random((32, 8, 8, 1)), jnp.float32),
+                             train=True, mutable=["batch_stats"])  # running statistics moved off their init
+    state = state.replace(batch_stats=updates["batch_stats"])
     checkpoint.claim_workdir(workdir, config)
     manager = checkpoint.manager(workdir, keep=1, every=1)
     checkpoint.save(manager, state, force=True)
@@ -81,6 +83,7 @@ def test_scoring_classifier_outputs_equal_the_model_applied_directly(tmp_path):
     logits = model.apply(state.variables, inputs, train=False)
     encoder = models.get_model("small_cnn", num_classes=None, widths=(4, 8, 6))
     expected_features = encoder.apply(state.variables, inputs, train=False)
+    assert np.std(features) > 0.05 and np.std(probabilities) > 1e-3  # not a degenerate network
     np.testing.assert_allclose(features, expected_features, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(probabilities, jax.nn.softmax(logits), rtol=1e-5, atol=1e-7)
     scores = classifier.scores(data_parallel, images, images[::-1], batch_size=8)
