@@ -187,30 +187,9 @@ def train_one(config: ml_collections.ConfigDict, run: setup.Setup, loss: str, wo
                    evaluations)
 
 
-def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """uint8 images `[n, h, w, c]` tiled row by row, 1-pixel white gaps, into one `[H, W, c]` image."""
-    count, height, width, channels = images.shape
-    rows = -(-count // columns)
-    grid = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), 255, np.uint8)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        grid[row * (height + 1):row * (height + 1) + height, column * (width + 1):column * (width + 1) + width] = image
-    return grid
-
-
-def show(axis, image: np.ndarray) -> None:
-    """A uint8 image `[h, w, c]` (grey when c = 1) on `axis`, without ticks."""
-    if image.shape[-1] == 1:
-        axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        axis.imshow(image)
-    axis.set_xticks([])
-    axis.set_yticks([])
-
-
 def plot_samples(samples: np.ndarray, histogram: list[int], label: str, path: pathlib.Path) -> pathlib.Path:
     fig, axes = report.figure(panel_size=(6.0, 6.4))
-    show(axes[0, 0], image_grid(samples[:GRID * GRID], GRID))
+    report.show_images(axes[0, 0], samples[:GRID * GRID], GRID)
     axes[0, 0].set_title(f"classes of all {len(samples)} samples: {histogram}", fontsize=8)
     return report.save(fig, path, title=f"{label}: samples")
 
@@ -295,7 +274,7 @@ def latent_arithmetic(config: ml_collections.ConfigDict, run: setup.Setup, class
         _, result_probabilities = classifier.outputs(run.data_parallel, result_row[:GRID], config.batch_size)
         result_classes = result_probabilities.argmax(axis=1).tolist()
     fig, axes = report.figure(panel_size=(5.5, 3.2))
-    show(axes[0, 0], image_grid(np.concatenate(rows + [result_row]), GRID + 1))
+    report.show_images(axes[0, 0], np.concatenate(rows + [result_row]), GRID + 1)
     a, b, c = classes
     counts = ", ".join(f"{index}: {len(members)}" for index, members in zip(classes, chosen))
     axes[0, 0].set_xlabel(f"rows: samples of classes {a}, {b}, {c} ({counts}), each then its z̄ decoded; "

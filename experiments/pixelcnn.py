@@ -102,27 +102,12 @@ def draw_samples(config: ml_collections.ConfigDict, model, params, image_shape) 
     return np.asarray(dequantize(samples, config.levels)), seconds / len(batches) / batch
 
 
-def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """uint8 images `[n, h, w, c]` tiled row by row into `[rows·(h + 1) − 1, columns·(w + 1) − 1, c]`
-    with one-pixel white gaps."""
-    count, height, width, channels = images.shape
-    rows = math.ceil(count / columns)
-    grid = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), 255, np.uint8)
-    for index, image in enumerate(images):
-        row, column = divmod(index, columns)
-        grid[row * (height + 1):row * (height + 1) + height, column * (width + 1):column * (width + 1) + width] = image
-    return grid
-
-
 def plot_samples(samples: dict[str, np.ndarray], path: pathlib.Path, grid_size: int = 10) -> pathlib.Path:
     """One panel per model: its first grid_size² samples as a grid."""
     fig, axes = report.figure(1, len(samples), panel_size=(4.0, 4.2))
     for axis, (label, images) in zip(axes[0], samples.items()):
         columns = min(grid_size, len(images))
-        grid = image_grid(images[:columns * columns], columns)
-        axis.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
-        axis.set_title(f"{label}: samples drawn pixel by pixel", fontsize=9)
-        axis.axis("off")
+        report.show_images(axis, images[:columns * columns], columns, f"{label}: samples drawn pixel by pixel")
     return report.save(fig, path)
 
 

@@ -106,31 +106,9 @@ def label(latent_size: int) -> str:
     return f"VAE, latent {latent_size}"
 
 
-def tile(images: np.ndarray) -> np.ndarray:
-    """uint8 images `[rows, columns, h, w, c]` as one picture `[rows·(h+1) − 1, columns·(w+1) − 1, c]`
-    with a one-pixel white gap between them."""
-    rows, columns, height, width, channels = images.shape
-    canvas = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), 255, np.uint8)
-    for row in range(rows):
-        for column in range(columns):
-            canvas[row * (height + 1):row * (height + 1) + height,
-                   column * (width + 1):column * (width + 1) + width] = images[row, column]
-    return canvas
-
-
 def show(axis, images: np.ndarray, title: str, row_labels: list[str] | None = None) -> None:
-    """Draw `tile(images)` on `axis` (grey for one channel), with a label on each row when given."""
-    picture = tile(images)
-    if picture.shape[-1] == 1:
-        axis.imshow(picture[..., 0], cmap="gray", vmin=0, vmax=255)
-    else:
-        axis.imshow(picture)
-    axis.set_xticks([])
-    height = images.shape[2] + 1
-    axis.set_yticks([height * row + height / 2 - 1 for row in range(len(row_labels))] if row_labels else [])
-    if row_labels:
-        axis.set_yticklabels(row_labels, fontsize=8)
-    axis.set_title(title, fontsize=9)
+    """uint8 images `[rows, columns, h, w, c]` drawn as one grid on `axis`, with a label on each row when given."""
+    report.show_images(axis, images.reshape(-1, *images.shape[2:]), images.shape[1], title, row_labels or ())
 
 
 class Decoded:

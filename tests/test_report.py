@@ -40,3 +40,14 @@ def test_curves_runs_and_embedding_plots_are_drawn(tmp_path):
     for path in paths:
         image = np.asarray(Image.open(path))
         assert image.ndim == 3 and image.std() > 5  # drawn, not blank
+
+
+def test_image_grid_places_each_image_row_by_row_between_white_gaps():
+    images = (np.arange(5, dtype=np.uint8)[:, None, None, None] * 40 + np.arange(6, dtype=np.uint8).reshape(1, 2, 3, 1))
+    grid = report.image_grid(images, columns=3)
+    assert grid.shape == (2 * 3 - 1, 3 * 4 - 1, 1) and grid.dtype == np.uint8
+    for index, image in enumerate(images):
+        row, column = divmod(index, 3)
+        np.testing.assert_array_equal(grid[row * 3:row * 3 + 2, column * 4:column * 4 + 3], image)
+    assert (grid[2] == 255).all() and (grid[:, 3] == 255).all() and (grid[:, 7] == 255).all()  # the gaps
+    assert (grid[3:, 8:] == 255).all()  # the missing sixth image

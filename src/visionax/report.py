@@ -26,8 +26,8 @@ from visionax.train.metrics import read_metrics  # noqa: E402
 
 RESULTS_FILE = "results.json"
 
-__all__ = ["RESULTS_FILE", "Table", "finish", "figure", "save", "plot_curves", "plot_runs", "plot_embedding",
-           "read_results"]
+__all__ = ["RESULTS_FILE", "Table", "finish", "figure", "save", "image_grid", "show_images", "plot_curves",
+           "plot_runs", "plot_embedding", "read_results"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,35 @@ def save(fig, path: str | pathlib.Path, *, title: str = "", dpi: int = 110) -> p
         fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return pathlib.Path(path)
+
+
+def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 images `[n, h, w, c]` tiled row by row, `columns` a row, with one-pixel white gaps, into
+    one image `[rows·(h + 1) − 1, columns·(w + 1) − 1, c]` (a short last row is left white)."""
+    count, height, width, channels = np.shape(images)
+    rows = -(-count // columns)
+    grid = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), 255, np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid[row * (height + 1):row * (height + 1) + height, column * (width + 1):column * (width + 1) + width] = image
+    return grid
+
+
+def show_images(axis, images: np.ndarray, columns: int, title: str = "",
+                row_labels: Sequence[str] = ()) -> None:
+    """`image_grid(images, columns)` drawn on a matplotlib `axis` (grey levels for one channel), no
+    ticks but a label beside each grid row when `row_labels` are given."""
+    grid = image_grid(images, columns)
+    if grid.shape[-1] == 1:
+        axis.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        axis.imshow(grid)
+    axis.set_xticks([])
+    row_height = np.shape(images)[1] + 1
+    axis.set_yticks([row_height * row + row_height / 2 - 1 for row in range(len(row_labels))])
+    axis.set_yticklabels(row_labels, fontsize=8)
+    if title:
+        axis.set_title(title, fontsize=9)
 
 
 def plot_curves(workdir: str | pathlib.Path, panels: Sequence[tuple[str, str]], filename: str = "curves.png",

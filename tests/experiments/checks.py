@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from visionax import cli, parallel
+from visionax.data.pipeline import Batches
 from visionax.errors import UserError
 from visionax.train import setup
 from visionax.train.metrics import read_metrics
@@ -52,9 +53,10 @@ def train_losses(workdir) -> list[float]:
     return [record["loss"] for record in read_metrics(workdir) if record["split"] == "train"]
 
 
-def run_shipped_steps(experiment, config, devices, impl, steps=2):
+def run_shipped_steps(experiment, config, devices, impl, steps=2, metric="loss"):
     """`steps` steps of the experiment's own model, state and step (built by its `create`) on the
-    first `devices` devices, as its training loop runs them."""
+    first `devices` devices, as its training loop runs them: (the step's `metric` at each step, the
+    final state)."""
     run = setup.setup(config)
     run = setup.Setup(parallel.DataParallel(parallel.make_mesh(jax.devices()[:devices]), impl), run.spec, run.batches)
     _, state, step = experiment.create(config, run)
@@ -62,7 +64,7 @@ def run_shipped_steps(experiment, config, devices, impl, steps=2):
     placed, losses = run.data_parallel.put_state(state), []
     for index in range(steps):
         placed, metrics = compiled(placed, run.data_parallel.put_batch(run.batches.host_batch(index)))
-        losses.append(float(np.ravel(jax.device_get(run.data_parallel.get_state(metrics))["loss"])[0]))
+        losses.append(float(np.ravel(jax.device_get(run.data_parallel.get_state(metrics))[metric])[0]))
     return np.array(losses), jax.device_get(run.data_parallel.get_state(placed))
 
 
@@ -85,3 +87,23 @@ def assert_same_run(eight, one, tolerance=TOLERANCE):
     assert losses_one[1] != losses_one[0]
     for field in ("params", "batch_stats", "opt_state"):
         chex.assert_trees_all_close(getattr(state_eight, field), getattr(state_one, field), **tolerance)
+
+
+class Interrupted(Exception):
+    """Stands for a kill between two steps: raised by the batches of `interrupt_batches`."""
+
+
+def interrupt_batches(monkeypatch, at_step: int) -> list[int]:
+    """Make `Batches.host_batch` raise `Interrupted` once, when asked for batch `at_step`; returns
+    the list to which every batch read (before and after) appends its step."""
+    steps_read, original, pending = [], Batches.host_batch, [at_step]
+
+    def interrupted_host_batch(self, step):
+        if step in pending:
+            pending.clear()  # once: the restarted run reads to the end
+            raise Interrupted
+        steps_read.append(step)
+        return original(self, step)
+
+    monkeypatch.setattr(Batches, "host_batch", interrupted_host_batch)
+    return steps_read

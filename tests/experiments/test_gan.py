@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import math
-import types
 
 import chex
 import jax
@@ -20,9 +19,14 @@ from PIL import Image
 
 from experiments import gan
 from experiments.configs.gan import get_config
-from tests.experiments.checks import assert_command_line_error, assert_same_run, run_shipped_steps
+from tests.experiments.checks import (
+    Interrupted,
+    assert_command_line_error,
+    assert_same_run,
+    interrupt_batches,
+    run_shipped_steps,
+)
 from visionax import models
-from visionax.data.pipeline import Batches
 from visionax.models.costs import parameter_total
 from visionax.train import checkpoint
 from visionax.train.metrics import read_metrics
@@ -118,10 +122,6 @@ def test_the_figures_are_drawn(run):
         assert pixels.std() > 10, name
 
 
-class Interrupted(Exception):
-    """Stands for a kill: raised by the batches before a given step."""
-
-
 def final_state(workdir):
     manager = ocp.CheckpointManager((workdir / "checkpoints").absolute())
     return jax.tree.map(np.asarray, manager.restore(manager.latest_step()))
@@ -134,17 +134,7 @@ def test_a_run_stopped_half_way_resumes_to_both_players_uninterrupted_state(run,
     statistics and optimizer states of both players, and its scores."""
     results, straight, _ = run
     config = tiny(digits_dir, classifier, losses="minimax", checkpoint_every=10, eval_every=0)
-    steps_read, interrupt_at = [], [15]
-    original = Batches.host_batch
-
-    def interrupted_host_batch(self, step):
-        if step in interrupt_at:
-            interrupt_at.clear()  # once: the restart runs to the end
-            raise Interrupted
-        steps_read.append(step)
-        return original(self, step)
-
-    monkeypatch.setattr(Batches, "host_batch", interrupted_host_batch)
+    steps_read = interrupt_batches(monkeypatch, 15)
     with pytest.raises(Interrupted):
         gan.train_and_evaluate(config, str(tmp_path))
     assert checkpoint.load_variables(tmp_path / "minimax")[1] == 10
@@ -162,27 +152,13 @@ def test_a_run_stopped_half_way_resumes_to_both_players_uninterrupted_state(run,
         assert resumed["models"][LABELS[1]][key] == results["models"][LABELS[1]][key], key
 
 
-def with_loss_metric(create):
-    """`create` whose step also reports `loss` (the discriminator's), the metric `run_shipped_steps` reads."""
-    def created(config, run):
-        model, state, step = create(config, run)
-
-        def step_with_loss(state, batch):
-            state, metrics = step(state, batch)
-            return state, metrics | {"loss": metrics["discriminator_loss"]}
-
-        return model, state, step_with_loss
-
-    return types.SimpleNamespace(create=created)
-
-
 @pytest.fixture(scope="module")
 def shipped_one_device(digits_dir):
     """The shipped config (its models at width 8, k = 2 discriminator updates) on 1 device."""
     config = get_config()
     config.data.data_dir, config.batch_size, config.discriminator_steps = digits_dir, 32, 2
     config.generator_widths, config.discriminator_widths = (16, 8), (8, 16)
-    return config, run_shipped_steps(with_loss_metric(gan.create), config, 1, "shard_map")
+    return config, run_shipped_steps(gan, config, 1, "shard_map", metric="discriminator_loss")
 
 
 @pytest.mark.parametrize("impl", ["shard_map", "pmap"])
@@ -191,7 +167,7 @@ def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device)
     generator's BatchNorm synchronised, z from the global example index) on 8 devices equals 1."""
     config, one = shipped_one_device
     assert (config.losses, config.beta1, config.latent_dim) == ("non_saturating,minimax", 0.5, 32)
-    assert_same_run(run_shipped_steps(with_loss_metric(gan.create), config, 8, impl), one)
+    assert_same_run(run_shipped_steps(gan, config, 8, impl, metric="discriminator_loss"), one)
 
 
 @pytest.mark.parametrize(

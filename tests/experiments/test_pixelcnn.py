@@ -13,9 +13,14 @@ from PIL import Image
 
 from experiments import pixelcnn
 from experiments.configs.pixelcnn import get_config
-from tests.experiments.checks import assert_command_line_error, assert_same_run, run_shipped_steps
+from tests.experiments.checks import (
+    Interrupted,
+    assert_command_line_error,
+    assert_same_run,
+    interrupt_batches,
+    run_shipped_steps,
+)
 from visionax.data.datasets import load_arrays
-from visionax.data.pipeline import Batches
 from visionax.generative import autoregressive
 from visionax.generative.likelihood import bits_per_dim, quantize, uniform_bits_per_dim
 from visionax.generative.pixelcnn import level_input
@@ -90,32 +95,21 @@ def test_the_shipped_step_on_8_devices_equals_1(digits_dir):
                     run_shipped_steps(pixelcnn, config, 1, "shard_map"))
 
 
-class Interrupted(Exception):
-    """Stands for a kill: raised by the batches before a given step."""
-
-
 def test_a_resumed_run_ends_with_the_uninterrupted_parameters(run, digits_dir, tmp_path, monkeypatch, capsys):
     """The PixelCNN stopped before step 30 of 44 (checkpoints every 11 steps) and started again resumes
     from step 22 and ends with the parameters and test bits/dim of the fixture's uninterrupted run."""
     straight, straight_dir, _ = run
     config = tiny_config(digits_dir, models="pixelcnn", checkpoint_every=11,
                          classifier_from=str(straight_dir / "classifier"))
-    original = Batches.host_batch
-    interrupt_at = [30]
-
-    def interrupted_host_batch(self, step):
-        if step in interrupt_at:
-            interrupt_at.clear()
-            raise Interrupted
-        return original(self, step)
-
-    monkeypatch.setattr(Batches, "host_batch", interrupted_host_batch)
+    steps_read = interrupt_batches(monkeypatch, 30)
     with pytest.raises(Interrupted):
         pixelcnn.train_and_evaluate(config, str(tmp_path))
     assert checkpoint.load_variables(tmp_path / "pixelcnn")[1] == 22
+    steps_read.clear()
     capsys.readouterr()
     resumed = pixelcnn.train_and_evaluate(config, str(tmp_path))
     assert f"resumed from step 22 ({tmp_path / 'pixelcnn'})" in capsys.readouterr().out
+    assert steps_read == list(range(22, 44))
     chex.assert_trees_all_equal(checkpoint.load_variables(tmp_path / "pixelcnn")[0],
                                 checkpoint.load_variables(straight_dir / "pixelcnn")[0])
     assert resumed["models"]["pixelcnn"]["test_bits_per_dim"] == straight["models"]["pixelcnn"]["test_bits_per_dim"]

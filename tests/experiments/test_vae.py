@@ -16,8 +16,14 @@ from PIL import Image
 
 from experiments import vae
 from experiments.configs.vae import get_config
-from tests.experiments.checks import assert_command_line_error, assert_same_run, run_shipped_steps, train_losses
-from visionax.data.pipeline import Batches
+from tests.experiments.checks import (
+    Interrupted,
+    assert_command_line_error,
+    assert_same_run,
+    interrupt_batches,
+    run_shipped_steps,
+    train_losses,
+)
 from visionax.models.costs import parameter_total
 from visionax.train import checkpoint
 from visionax.train.metrics import read_metrics
@@ -99,10 +105,6 @@ def test_the_figures_are_drawn(run):
         assert pixels.std() > 10, name
 
 
-class Interrupted(Exception):
-    """Stands for a kill: raised by the batches before a given step."""
-
-
 def final_params(workdir):
     manager = ocp.CheckpointManager((workdir / "checkpoints").absolute())
     return jax.tree.map(np.asarray, manager.restore(manager.latest_step()))["params"]
@@ -114,17 +116,7 @@ def test_a_run_stopped_half_way_resumes_to_the_uninterrupted_parameters(run, tmp
     parameters (and scores) of the uninterrupted run."""
     _, straight, _ = run
     config = tiny(digits_dir, classifier_from=str(straight / "classifier"))
-    steps_read, interrupt_at = [], [45]
-    original = Batches.host_batch
-
-    def interrupted_host_batch(self, step):
-        if step in interrupt_at:
-            interrupt_at.clear()  # once: the restart runs to the end
-            raise Interrupted
-        steps_read.append(step)
-        return original(self, step)
-
-    monkeypatch.setattr(Batches, "host_batch", interrupted_host_batch)
+    steps_read = interrupt_batches(monkeypatch, 45)
     with pytest.raises(Interrupted):
         vae.train_and_evaluate(config, str(tmp_path))
     assert checkpoint.load_variables(tmp_path / "latent3")[1] == 40
