@@ -13,7 +13,7 @@ from experiments.configs import generative, training
 
 
 def get_config() -> ml_collections.ConfigDict:
-    # 1,437 training digits / 128 = 11 steps an epoch
+    # 1,438 training digits / 128 = 11 steps an epoch
     config = training.base(batch_size=128, epochs=200, log_every=11, checkpoint_every=440, eval_every=440)
     del config.init_from  # nothing to start from: both networks are trained here
     config.latent_sizes = "16,2"  # comma-separated: one VAE per size, in <workdir>/latent<size>; 2 draws manifold.png

@@ -31,7 +31,7 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 class VisionaxDigits(tfds.core.GeneratorBasedBuilder):
-    """1,797 grey 8×8 digits (0..16 scaled to uint8 0..255), 1,437 train / 360 test, 10 classes."""
+    """1,797 grey 8×8 digits (0..16 scaled to uint8 0..255), 1,438 train / 359 test, 10 classes."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "scikit-learn digits, stratified 80/20 split with seed 0."}
