@@ -15,6 +15,7 @@ def base(*, batch_size: int, epochs: int, log_every: int, checkpoint_every: int,
     config.parallel = "shard_map"  # or "pmap": the same numbers
     config.init_from = ""  # a workdir whose latest checkpoint gives the encoder's weights
     config.data = data_sources.digits()
+    config.validation_fraction = 0.0  # the share of each class held out of training for validation (0: none)
     config.log_every = log_every  # steps between metric records (metrics.jsonl, TensorBoard)
     config.checkpoint_every = checkpoint_every
     config.keep_checkpoints = keep_checkpoints

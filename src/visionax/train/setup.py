@@ -1,15 +1,25 @@
 """What every training experiment sets up from its config: the device mesh, the training batches,
-the labelled arrays its evaluations read, and its model."""
+the labelled arrays its evaluations read, and its model.
+
+The splits may be subsets (`visionax.data.subsets`, all off by default): `config.data.classes`
+keeps some classes of both splits, relabelled 0..k−1 in the order given; `config.validation_fraction`
+holds out that share of each class of the training split for validation; `config.data.label_fraction`
+then keeps that share of each class of what is left for training (the labelled subset). All are
+drawn from the labels and `config.seed`, so every run with the same config reads the same examples.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Sequence
 
 import ml_collections
+import numpy as np
 
 from visionax import data, models, parallel
 from visionax.data.pipeline import ArraySource, Batches
+from visionax.data.subsets import SubsetSource, class_indices, parse_classes, stratified_fraction, validation_split
 from visionax.train.precision import compute_dtype
 
 __all__ = ["Setup", "setup", "model_from_config"]
@@ -17,11 +27,15 @@ __all__ = ["Setup", "setup", "model_from_config"]
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """The mesh (`data_parallel`), the dataset, its training `batches` and its splits in memory."""
+    """The mesh (`data_parallel`), the dataset, its training `batches` and its splits in memory;
+    `test_source` and `validation_source` where the config asks for subsets, and the `classes` kept."""
 
     data_parallel: parallel.DataParallel
     spec: data.DatasetSpec
     batches: Batches
+    test_source: Sequence[dict] | None = None
+    validation_source: Sequence[dict] | None = None
+    classes: tuple[int, ...] = ()
 
     @functools.cached_property
     def train(self) -> ArraySource:
@@ -31,11 +45,17 @@ class Setup:
     @functools.cached_property
     def test(self) -> ArraySource:
         """The whole test split as arrays."""
-        return ArraySource(*data.as_arrays(data.data_source(self.spec, "test")))
+        source = self.test_source if self.test_source is not None else data.data_source(self.spec, "test")
+        return ArraySource(*data.as_arrays(source))
+
+    @functools.cached_property
+    def validation(self) -> ArraySource | None:
+        """The validation split as arrays (None without `config.validation_fraction`)."""
+        return None if self.validation_source is None else ArraySource(*data.as_arrays(self.validation_source))
 
     @functools.cached_property
     def num_classes(self) -> int:
-        return data.num_classes(self.spec)
+        return len(self.classes) if self.classes else data.num_classes(self.spec)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -49,8 +69,37 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     data_parallel = parallel.DataParallel(parallel.make_mesh(), config.parallel)
     parallel.check_batch_size(config.batch_size, data_parallel.device_count)
     spec = data.DatasetSpec.from_config(config.data)
-    batches = Batches(data.data_source(spec, "train"), config.batch_size, config.seed)
-    return Setup(data_parallel, spec, batches)
+    train, test, validation, classes = _subsets(config, spec)
+    return Setup(data_parallel, spec, Batches(train, config.batch_size, config.seed), test, validation, classes)
+
+
+def _labels(source: Sequence[dict]) -> np.ndarray:
+    return np.asarray([source[index]["label"] for index in range(len(source))], np.int64)
+
+
+def _subsets(config: ml_collections.ConfigDict, spec: data.DatasetSpec):
+    """(training source, test source or None, validation source or None, classes kept or ()) of the
+    config's subset keys; the whole training split and Nones when none is set."""
+    train = data.data_source(spec, "train")
+    class_text = config.data.get("classes", "")
+    label_fraction = config.data.get("label_fraction", 1.0)
+    validation_fraction = config.get("validation_fraction", 0.0)
+    if not class_text and label_fraction == 1.0 and not validation_fraction:
+        return train, None, None, ()
+    labels = _labels(train)
+    classes = parse_classes(class_text, data.num_classes(spec))
+    indices, relabel, test = np.arange(len(train)), None, None
+    if class_text:
+        indices, relabel = class_indices(labels, classes)
+        test_source = data.data_source(spec, "test")
+        test = SubsetSource(test_source, class_indices(_labels(test_source), classes)[0], relabel)
+    validation = None
+    if validation_fraction:
+        kept, held_out = validation_split(labels[indices], validation_fraction, config.seed)
+        validation, indices = SubsetSource(train, indices[held_out], relabel), indices[kept]
+    if label_fraction != 1.0:
+        indices = indices[stratified_fraction(labels[indices], label_fraction, config.seed)]
+    return SubsetSource(train, indices, relabel), test, validation, classes if class_text else ()
 
 
 def model_from_config(config: ml_collections.ConfigDict, num_classes: int | None, **options):
