@@ -6,6 +6,7 @@ the test process (its 8 devices), the same code as the workers; the resumed trai
 same two worker processes, from a fresh state that restores the checkpoint from disk (restarting a
 killed process is tests/train/test_loop.py's kill -9 test)."""
 
+import os
 import pathlib
 import socket
 import subprocess
@@ -32,9 +33,12 @@ def free_port() -> int:
 def launch(processes: int, workdir: pathlib.Path, steps: tuple[int, ...]) -> list[list[dict]]:
     """`processes` workers training in `workdir` to each of `steps` in turn: their results, `[step][process]`."""
     port = free_port()
+    # No persistent compilation cache in the workers: with jax 0.12.1 a process that loads the
+    # executable the other process wrote hangs at its first collective (the resumed run deadlocked).
+    environment = {name: value for name, value in os.environ.items() if name != "JAX_COMPILATION_CACHE_DIR"}
     outputs = [workdir.parent / f"process_{index}" for index in range(processes)]
     running = [subprocess.Popen([sys.executable, str(WORKER), str(index), str(processes), str(port), str(workdir),
-                                 ",".join(map(str, steps)), str(output)], cwd=ROOT, stdout=subprocess.PIPE,
+                                 ",".join(map(str, steps)), str(output)], cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
                for index, output in enumerate(outputs)]
     for process in running:
