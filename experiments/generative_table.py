@@ -5,9 +5,10 @@
 prints one Markdown table (the README's) with every model of every workdir: its test negative
 log-likelihood in bits per dimension and what kind of number that is (exact for the autoregressive
 models; the importance-weighted estimate for the VAE, its bound beside it; none for the GAN), the
-Fréchet distance and classifier score of its samples (in the features of the classifier each run
-names: pass the same `--config.classifier_from` to every run for numbers that compare), how many
-classes its samples cover, and its training and sampling times. Trains nothing.
+number of samples scored and their Fréchet distance and classifier score (in the features of the
+classifier each run names: pass the same `--config.classifier_from` to every run, and draw as many
+samples from each, for numbers that compare; the Fréchet distance is biased upwards at few
+samples), how many classes its samples cover, and its training and sampling times. Trains nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from visionax.errors import UserError
 from visionax.generative.autoregressive import LABELS
 from visionax.report import RESULTS_FILE, read_results
 
-COLUMNS = ("model", "test bits/dim", "bits/dim is", "Fréchet distance", "classifier score", "classes covered",
+COLUMNS = ("model", "test bits/dim", "bits/dim is", "samples scored", "Fréchet distance", "classifier score",
+           "classes covered",
            "training seconds", "sampling ms/image", "parameters")
 
 
@@ -40,7 +42,7 @@ def model_rows(results: dict) -> list[list[str]]:
         else:
             kind = "exact"
         histogram = numbers["class_histogram"]
-        rows.append([LABELS.get(name, name), _number(numbers["test_bits_per_dim"], 3), kind,
+        rows.append([LABELS.get(name, name), _number(numbers["test_bits_per_dim"], 3), kind, f"{sum(histogram):,}",
                      _number(numbers["frechet_distance"], 2), _number(numbers["classifier_score"], 2),
                      f"{sum(count > 0 for count in histogram)} of {len(histogram)}",
                      _number(numbers["training_seconds"], 0),
@@ -64,7 +66,7 @@ def markdown(workdirs: Sequence[str | pathlib.Path]) -> str:
     if len(uniform) != 1:
         raise UserError(f"the runs are on data of different levels (uniform bounds {sorted(uniform)} bits/dim); "
                         "pass runs on the same data")
-    rows.append(["uniform distribution", f"{uniform.pop():.3f}", "exact (the bound to beat)"] + ["—"] * 6)
+    rows.append(["uniform distribution", f"{uniform.pop():.3f}", "exact (the bound to beat)"] + ["—"] * 7)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if index < 3 else "---:"
                                                              for index in range(len(COLUMNS))) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])

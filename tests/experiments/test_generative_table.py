@@ -32,11 +32,11 @@ def test_every_model_is_a_row_with_its_numbers_and_the_uniform_bound_last(tmp_pa
     assert lines[0] == "| " + " | ".join(generative_table.COLUMNS) + " |"
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     assert rows == [
-        ["gated PixelCNN", "1.752", "exact", "2.87", "6.08", "2 of 3", "31", "8.250", "105,905"],
-        ["VAE, latent 16", "1.850", "importance-weighted estimate (bound: 1.956)", "6.36", "4.12", "3 of 3", "31",
+        ["gated PixelCNN", "1.752", "exact", "8", "2.87", "6.08", "2 of 3", "31", "8.250", "105,905"],
+        ["VAE, latent 16", "1.850", "importance-weighted estimate (bound: 1.956)", "3", "6.36", "4.12", "3 of 3", "31",
          "8.250", "161,922"],
-        ["DCGAN, minimax", "—", "none (no likelihood)", "24.01", "2.51", "2 of 3", "31", "8.250", "41,665"],
-        ["uniform distribution", "4.087", "exact (the bound to beat)", "—", "—", "—", "—", "—", "—"],
+        ["DCGAN, minimax", "—", "none (no likelihood)", "8", "24.01", "2.51", "2 of 3", "31", "8.250", "41,665"],
+        ["uniform distribution", "4.087", "exact (the bound to beat)", "—", "—", "—", "—", "—", "—", "—"],
     ]
 
 
