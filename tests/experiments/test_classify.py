@@ -7,6 +7,8 @@ import pytest
 
 from experiments import classify
 from experiments.configs.classify import get_config
+from tests.experiments.checks import assert_command_line_error
+from visionax.train import early_stopping
 from visionax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
@@ -57,3 +59,44 @@ def test_regularisers_from_the_config(tmp_path, digits_dir):
                                              "augment.cutout_size": 2, "augment.mixup_alpha": 0.2})
     results = classify.train_and_evaluate(config, str(tmp_path))
     assert results["steps"] == 22 and results["test_loss"] > 0
+
+
+def test_early_stopping_ends_with_the_best_validation_evaluation(tmp_path, digits_dir):
+    """Validation every 4 steps, stopping after one evaluation without a gain of 0.02: the run stops
+    where the rule says on the recorded accuracies, the best checkpoint is the best evaluation's
+    step, and the final test (and validation) numbers are those of its parameters."""
+    config = small(digits_dir, epochs=4, eval_every=4, validation_fraction=0.1,
+                   **{"early_stopping.patience": 1, "early_stopping.min_delta": 0.02})
+    results = classify.train_and_evaluate(config, str(tmp_path))
+    evaluations = {record["step"]: record for record in read_metrics(tmp_path) if record["split"] == "eval"}
+    rule = early_stopping.Rule("validation_accuracy", "max", patience=1, min_delta=0.02)
+    progress = early_stopping.progress(rule, [(step, record["validation_accuracy"])
+                                              for step, record in evaluations.items()])
+    assert progress.stopped and results["steps"] == max(evaluations) < 4 * 20
+    assert results["best_step"] == progress.best_step < results["steps"]
+    assert sorted(int(path.name) for path in (tmp_path / "best_checkpoint").iterdir()) == [progress.best_step]
+    best = evaluations[progress.best_step]
+    assert results["test_accuracy"] == best["accuracy"] and results["test_loss"] == best["loss"]
+    assert results["validation_accuracy"] == best["validation_accuracy"] == progress.best
+    assert results["rows"][2]["split"] == "validation" and results["rows"][2]["examples"] == 143
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.finetune=partial"], "unknown finetune 'partial'; choose one of linear, top, all"),
+    (["--config.finetune=linear"], "finetune=linear starts from a pretrained run; pass --config.init_from="),
+    (["--config.early_stopping.patience=-1"], "early_stopping.patience=-1 must be an integer >= 0"),
+    (["--config.early_stopping.patience=2"], "early stopping reads a validation split, and there is none"),
+    (["--config.early_stopping.patience=2", "--config.validation_fraction=0.1", "--config.early_stopping.metric=loss"],
+     "unknown early_stopping.metric 'loss'; choose one of validation_accuracy, validation_loss"),
+])
+def test_bad_transfer_and_early_stopping_settings_are_one_line(flags, message, tmp_path, digits_dir, capsys):
+    assert_command_line_error(classify, [*flags, f"--config.data.data_dir={digits_dir}"], tmp_path / "run", message,
+                              capsys)
+
+
+def test_finetune_stages_beyond_the_model_are_one_line(trained, tmp_path, digits_dir, capsys):
+    _, workdir = trained
+    flags = ["--config.finetune=top", "--config.finetune_stages=4", f"--config.init_from={workdir}",
+             f"--config.data.data_dir={digits_dir}"]
+    assert_command_line_error(classify, flags, tmp_path / "run", "finetune_stages=4 exceeds the 3 stages of small_cnn",
+                              capsys)

@@ -8,7 +8,8 @@ checkpoint: a save that fails (a full disk) keeps the previous checkpoints; an u
 checkpoint (a truncated copy) is set aside as `<step>.unreadable` and the previous one resumed; a
 save killed half-way leaves only orbax's temporary directory, which is never read.
 `load_variables(workdir)` gives the params and batch statistics of a finished or running
-experiment without building its optimizer.
+experiment without building its optimizer. `best_manager` keeps the best checkpoint by a metric
+(early stopping, `visionax.train.early_stopping`) in `<workdir>/best_checkpoint`.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from visionax.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT_DIR = "best_checkpoint"
 LOCK_FILE = ".lock"
 UNREADABLE_SUFFIX = ".unreadable"
 # Keys whose change cannot change a run's parameters: a resume may change them.
 RESUMABLE_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "save_embeddings")
 
-__all__ = ["CONFIG_FILE", "RESUMABLE_KEYS", "config_json", "claim_workdir", "WorkdirLock", "manager", "save",
-           "wait", "restore_latest", "load_variables"]
+__all__ = ["CONFIG_FILE", "RESUMABLE_KEYS", "config_json", "claim_workdir", "WorkdirLock", "manager", "best_manager",
+           "save", "wait", "restore_latest", "load_variables"]
 
 
 def config_json(config: ml_collections.ConfigDict) -> str:
@@ -129,6 +131,16 @@ def manager(workdir: str | pathlib.Path, *, keep: int, every: int) -> ocp.Checkp
     )
 
 
+def best_manager(workdir: str | pathlib.Path, *, metric: str, mode: str) -> ocp.CheckpointManager:
+    """Keeps the one checkpoint in `<workdir>/best_checkpoint` whose saved `metrics[metric]` is the
+    best (`mode` "max": the highest; "min": the lowest): orbax's `best_fn` and `best_mode`."""
+    return ocp.CheckpointManager(
+        (pathlib.Path(workdir) / BEST_CHECKPOINT_DIR).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda metrics: metrics[metric], best_mode=mode,
+                                             create=True),
+    )
+
+
 def _os_error(error: BaseException) -> OSError | None:
     """The OSError behind `error` (orbax may wrap what its writing thread raised), if any."""
     while error is not None:
@@ -147,11 +159,13 @@ def _write_failed(checkpoints: ocp.CheckpointManager, step: int, error: OSError)
                      f"{fix} and rerun the same command to resume; {kept}")
 
 
-def save(checkpoints: ocp.CheckpointManager, state, *, force: bool = False) -> bool:
-    """Save `state` (without a device axis) at its step; returns whether a save started. A failed
-    write is a UserError naming the cause; the checkpoints already written stay intact."""
+def save(checkpoints: ocp.CheckpointManager, state, *, force: bool = False, metrics: dict | None = None) -> bool:
+    """Save `state` (without a device axis) at its step, with `metrics` for a `best_manager`; returns
+    whether a save started. A failed write is a UserError naming the cause; the checkpoints already
+    written stay intact."""
     try:
-        return checkpoints.save(int(state.step), args=ocp.args.StandardSave(state.savable()), force=force)
+        return checkpoints.save(int(state.step), args=ocp.args.StandardSave(state.savable()), force=force,
+                                metrics=metrics)
     except Exception as error:  # noqa: BLE001 - only OSErrors become user errors
         cause = _os_error(error)
         if cause is None:

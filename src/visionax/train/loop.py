@@ -4,6 +4,8 @@
 in metrics.jsonl and a line on stdout say from which step), runs the compiled per-device step over the
 device mesh, logs metrics (metrics.jsonl, TensorBoard, a progress bar with step rate and ETA), saves
 checkpoints periodically and at the end, and stops at a NaN/Inf loss keeping the last good checkpoint.
+With an early-stopping rule (`visionax.train.early_stopping`) it also stops when the evaluations say so
+and returns the state of the best one; an evaluation comes before the checkpoint of the same step.
 Because the state carries its rng and batch `s` is a pure function of `(seed, s)`, a run killed at any
 moment and started again ends with exactly the parameters of an uninterrupted run.
 """
@@ -23,7 +25,7 @@ import numpy as np
 from visionax.data.pipeline import Batches
 from visionax.errors import UserError
 from visionax.parallel import DataParallel, Step
-from visionax.train import checkpoint
+from visionax.train import checkpoint, early_stopping
 from visionax.train.metrics import MetricWriter
 from visionax.train.state import TrainState
 
@@ -55,24 +57,30 @@ def fit(
     data_parallel: DataParallel,
     num_steps: int,
     evaluate: Evaluate | None = None,
+    stopping: early_stopping.Rule | None = None,
 ) -> TrainState:
     """Train `state` to `num_steps` steps; returns the final state (no device axis).
 
     Reads `config.log_every`, `config.checkpoint_every`, `config.keep_checkpoints` and
-    `config.eval_every` (0: evaluate only at the end).
+    `config.eval_every` (0: evaluate only at the end). With `stopping`, training stops early when
+    the rule says so after an evaluation, and the state returned is the best evaluation's.
     """
+    if stopping is not None and evaluate is None:
+        raise ValueError("early stopping needs an evaluate function")
     workdir = pathlib.Path(workdir)
     checkpoint.claim_workdir(workdir, config, write=False)  # another config: refused before anything is touched
     with checkpoint.WorkdirLock(workdir):
         checkpoint.claim_workdir(workdir, config)
-        return _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate)
+        return _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate, stopping)
 
 
-def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate) -> TrainState:
+def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate, stopping
+         ) -> TrainState:
     is_primary = jax.process_index() == 0
     checkpoints = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
     state = checkpoint.restore_latest(checkpoints, state)
     start = int(state.step)
+    stopper = early_stopping.EarlyStopping(stopping, workdir, start) if stopping is not None else None
     writer = MetricWriter(workdir, start_step=start, total_steps=num_steps, enabled=is_primary)
     if start:
         writer.write(start, "resume", {})
@@ -83,6 +91,8 @@ def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_st
     history = []
     try:
         for step in range(start, num_steps):
+            if stopper is not None and stopper.progress.stopped:
+                break
             device_state, metrics = step_function(device_state, data_parallel.put_batch(batches.host_batch(step)))
             history.append(metrics)
             done = step + 1
@@ -94,27 +104,47 @@ def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_st
                 if not all(math.isfinite(value) for value in values.values()):
                     raise _non_finite(values, done, checkpoints, workdir)
                 writer.write(done, "train", values)
+            if evaluate and config.eval_every and done % config.eval_every == 0 and done != num_steps:
+                _evaluate(evaluate, data_parallel.get_state(device_state), done, writer, stopper)
             if saving:
                 host_state = data_parallel.get_state(device_state)
                 if not bool(all_finite(host_state.params)):
                     raise _non_finite({"params": float("nan")}, done, checkpoints, workdir)
                 checkpoint.save(checkpoints, host_state)
-            if evaluate and config.eval_every and done % config.eval_every == 0 and done != num_steps:
-                writer.write(done, "eval", evaluate(data_parallel.get_state(device_state), done))
         state = data_parallel.get_state(device_state)
         if checkpoints.latest_step() != int(state.step):
             checkpoint.save(checkpoints, state, force=True)
-        if evaluate:
-            writer.write(int(state.step), "eval", evaluate(state, int(state.step)))
+        if evaluate and not (stopper is not None and stopper.progress.stopped):
+            _evaluate(evaluate, state, int(state.step), writer, stopper)
         checkpoint.wait(checkpoints)
+        if stopper is not None:
+            state = stopper.best_state(state)
     finally:
         writer.close()
+        if stopper is not None:
+            stopper.close()
         try:
             checkpoints.close()
         except Exception:  # noqa: BLE001 - a failed save already being reported must not be masked
             if sys.exc_info()[0] is None:
                 raise
     return state
+
+
+def _evaluate(evaluate: Evaluate, state: TrainState, step: int, writer: MetricWriter,
+              stopper: early_stopping.EarlyStopping | None) -> None:
+    """Evaluate `state` (no device axis), write the record, and give it to the early stopping."""
+    values = evaluate(state, step)
+    writer.write(step, "eval", values)
+    if stopper is None:
+        return
+    progress = stopper.record(step, values, state)
+    if progress.stopped:
+        best = {} if progress.best is None else {"best_step": progress.best_step, stopper.rule.metric: progress.best}
+        writer.write(step, "early_stop", best)
+        if jax.process_index() == 0:
+            print(f"early stopping at step {step}: {stopper.rule.metric} has not improved for {progress.waited} "
+                  f"evaluation(s); best {best or 'none (no finite value)'}")
 
 
 def _non_finite(values, step, checkpoints, workdir) -> NonFiniteLossError:
