@@ -309,3 +309,74 @@ def test_resnet_options_and_their_errors():
     assert {"cifar_stem", "stem_stride", "width", "dtype", "bn_axis_name", "conv_impl"} <= set(model_options("resnet18"))
     with pytest.raises(UserError, match="conv_impl"):
         get_model("resnet18", conv_impl="fft").init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
+
+
+def _small_resnet18(**options):
+    return get_model("resnet18", num_classes=3, cifar_stem=True, width=4, **options)
+
+
+def test_dropout_and_drop_path_change_nothing_in_evaluation_and_add_no_parameters():
+    x = random_images(3, 8, seed=1)
+    plain, regularised = _small_resnet18(), _small_resnet18(dropout=0.5, drop_path=0.3)
+    variables = random_variables(plain, x)
+    assert jax.tree.structure(regularised.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+    np.testing.assert_array_equal(regularised.apply(variables, x), plain.apply(variables, x))
+
+
+def test_drop_path_rates_grow_linearly_to_the_last_block(monkeypatch):
+    """Block b of B gets drop_path·b/(B−1) (Huang et al.'s linear rule): the first none, the last drop_path."""
+    rates = []
+
+    def recording(branch, rate, key=None, train=True):
+        rates.append(rate)
+        return branch
+
+    monkeypatch.setattr(resnet, "drop_path", recording)
+    model = _small_resnet18(drop_path=0.35)
+    x = random_images(2, 8, seed=2)
+    model.apply(random_variables(model, x), x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+    np.testing.assert_allclose(rates, [0.35 * block / 7 for block in range(1, 8)], rtol=1e-12)
+
+
+def test_drop_path_drops_each_examples_branch_or_scales_it_by_one_over_keep():
+    """In training, every block's output is relu(x + F(x)/(1 − p)) or relu(x) per example, both
+    occurring: the branch F(x) and the block input read from the captured intermediates."""
+    model = _small_resnet18(drop_path=0.5)
+    x = random_images(16, 8, seed=3)
+    variables = random_variables(model, x)
+    _, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                           rngs={"dropout": jax.random.key(4)}, capture_intermediates=True)
+    captured = state["intermediates"]
+    rate = 0.5  # layer4_1, the last block (identity shortcut)
+    first = captured["layer4_0"]["__call__"][0]
+    branch = captured["layer4_1"]["bn2"]["__call__"][0]
+    output = captured["layer4_1"]["__call__"][0]
+    kept = jax.nn.relu(first + branch / (1 - rate))
+    dropped = jax.nn.relu(first)
+    is_kept = [bool(np.allclose(output[n], kept[n], rtol=1e-5, atol=1e-6)) for n in range(16)]
+    is_dropped = [bool(np.allclose(output[n], dropped[n], rtol=1e-5, atol=1e-6)) for n in range(16)]
+    assert all(k != d for k, d in zip(is_kept, is_dropped)), (is_kept, is_dropped)
+    assert 0 < sum(is_dropped) < 16
+
+
+def test_dropout_before_the_head_zeroes_or_scales_each_pooled_feature():
+    model = _small_resnet18(dropout=0.5)
+    x = random_images(4, 8, seed=6)
+    variables = random_variables(model, x)
+    logits, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                                rngs={"dropout": jax.random.key(7)}, capture_intermediates=True)
+    captured = state["intermediates"]
+    features = np.asarray(captured["layer4_1"]["__call__"][0]).mean(axis=(1, 2))
+    dropped = np.asarray(captured["Dropout_0"]["__call__"][0])
+    zero = dropped == 0
+    assert 0 < zero.mean() < 1
+    np.testing.assert_allclose(dropped[~zero], 2 * features[~zero], rtol=1e-5, atol=1e-6)
+    head = variables["params"]["head"]
+    np.testing.assert_allclose(logits, dropped @ np.asarray(head["kernel"]) + np.asarray(head["bias"]), rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"dropout": 1.0}, {"drop_path": -0.1}, {"dropout": True}])
+def test_dropout_and_drop_path_outside_zero_to_one_are_user_errors(options):
+    with pytest.raises(UserError, match="must be a probability in \\[0, 1\\)"):
+        get_model("resnet18", **options)

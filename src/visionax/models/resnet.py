@@ -23,8 +23,12 @@ CIFAR stem's stride: 2 halves every feature map, a quarter of the compute), `wid
 the first stage, 64 in the paper; stage `i` has `width * 2**i`), `dtype` (computation dtype; params
 stay float32), `bn_axis_name` (BatchNorm statistics averaged over this mesh axis: synchronised BN
 under `shard_map`/`pmap`), `bn_splits` (training statistics per slice of batch/bn_splits examples:
-split BatchNorm, MoCo's shuffle BN on one device), `conv_impl`. `num_classes=None` (or 0) gives the
-pooled feature vector.
+split BatchNorm, MoCo's shuffle BN on one device), `conv_impl`, `dropout` (on the pooled features
+before the head, in training), `drop_path` (stochastic depth, Huang et al. 2016: in training, block
+b of the B blocks has its residual branch dropped per example with probability drop_path·b/(B−1),
+the survivors scaled by 1/(1 − rate), so y = relu(x + mask·F(x)/(1 − rate)); none in evaluation).
+Both need `rngs={"dropout": key}` in training and add no parameters. `num_classes=None` (or 0)
+gives the pooled feature vector.
 """
 
 from __future__ import annotations
@@ -35,10 +39,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from visionax.errors import UserError
+from visionax.layers.regularize import drop_path
 from visionax.models.common import (ModuleDef, SqueezeExcite, classify, conv_def, pool_feature_map,
                                     max_pool, norm_def, pad)
 
 SE_REDUCTION = 16  # SENet's hidden size: channels // 16
+
+
+def _drop_branch(block: nn.Module, branch: jnp.ndarray) -> jnp.ndarray:
+    """The residual branch `[N, H, W, C]` of `block`, dropped per example with probability
+    `block.drop_rate` in training (stochastic depth), the kept ones scaled by 1/(1 − rate)."""
+    if not block.train or block.drop_rate == 0.0:
+        return branch
+    return drop_path(branch, block.drop_rate, block.make_rng("dropout"))
 
 
 class BasicBlock(nn.Module):
@@ -53,6 +66,8 @@ class BasicBlock(nn.Module):
     base_width: int = 64
     se: bool = False
     dtype: Any = jnp.float32
+    drop_rate: float = 0.0  # stochastic depth: the probability of dropping the branch, in training
+    train: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -68,7 +83,7 @@ class BasicBlock(nn.Module):
             residual = self.conv(self.planes, (1, 1), (self.stride, self.stride),
                                  name="downsample_conv")(x)
             residual = self.norm(name="downsample_bn")(residual)
-        return nn.relu(y + residual)
+        return nn.relu(_drop_branch(self, y) + residual)
 
 
 class Bottleneck(nn.Module):
@@ -82,6 +97,8 @@ class Bottleneck(nn.Module):
     base_width: int = 64
     se: bool = False
     dtype: Any = jnp.float32
+    drop_rate: float = 0.0  # stochastic depth: the probability of dropping the branch, in training
+    train: bool = False
 
     @nn.compact
     def __call__(self, x):
@@ -101,7 +118,7 @@ class Bottleneck(nn.Module):
             residual = self.conv(out, (1, 1), (self.stride, self.stride),
                                  name="downsample_conv")(x)
             residual = self.norm(name="downsample_bn")(residual)
-        return nn.relu(y + residual)
+        return nn.relu(_drop_branch(self, y) + residual)
 
 
 class ResNet(nn.Module):
@@ -120,8 +137,14 @@ class ResNet(nn.Module):
     bn_axis_name: str | None = None
     bn_splits: int = 1
     conv_impl: str = "xla"
+    dropout: float = 0.0
+    drop_path: float = 0.0
 
     def __post_init__(self):
+        for name in ("dropout", "drop_path"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+                raise UserError(f"{name} must be a probability in [0, 1), not {rate!r}")
         if not isinstance(self.bn_splits, int) or self.bn_splits < 1:
             raise UserError(f"bn_splits must be a positive integer, not {self.bn_splits!r}")
         if self.bn_splits > 1 and self.bn_axis_name is not None:
@@ -145,13 +168,17 @@ class ResNet(nn.Module):
         x = nn.relu(norm(name="bn1")(x))
         if not self.cifar_stem:
             x = max_pool(x, 3, 2, padding=1)
+        total, block_index = sum(self.stage_sizes), 0
         for stage, blocks in enumerate(self.stage_sizes):
             for index in range(blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
+                rate = self.drop_path * block_index / (total - 1) if total > 1 else self.drop_path
                 x = block_cls(self.width * 2**stage, stride, conv=conv, norm=norm,
                               groups=self.groups, base_width=self.base_width, se=self.se,
-                              dtype=self.dtype, name=f"layer{stage + 1}_{index}")(x)
-        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train)
+                              dtype=self.dtype, drop_rate=rate, train=train,
+                              name=f"layer{stage + 1}_{index}")(x)
+                block_index += 1
+        return classify(pool_feature_map(self, x), self.num_classes, self.dtype, train, dropout=self.dropout)
 
 
 def _arch(stage_sizes, block="bottleneck", groups=1, base_width=64, se=False) -> dict:
