@@ -100,3 +100,25 @@ def test_finetune_stages_beyond_the_model_are_one_line(trained, tmp_path, digits
              f"--config.data.data_dir={digits_dir}"]
     assert_command_line_error(classify, flags, tmp_path / "run", "finetune_stages=4 exceeds the 3 stages of small_cnn",
                               capsys)
+
+
+def test_the_cifar10_recipe_is_the_one_its_docstring_states():
+    """classify_cifar10.py: ResNet-18 with the CIFAR stem, SGD momentum 0.9 at 0.1, 1 warmup epoch then
+    cosine, weight decay 5e-4 on kernels only, crops of 4-pixel padding and flips, the regularisers off
+    and one flag each; the cpu variant only narrower and shorter."""
+    from experiments.configs import classify_cifar10
+
+    full, cpu = classify_cifar10.get_config(), classify_cifar10.get_config("cpu")
+    for config in (full, cpu):
+        assert (config.model, config.model_options.cifar_stem, config.conv_impl) == ("resnet18", True, "auto")
+        assert (config.optimizer, config.learning_rate, config.schedule, config.warmup_epochs) == (
+            "momentum", 0.1, "warmup_cosine", 1)
+        assert (config.weight_decay, config.weight_decay_mask, config.batch_size) == (5e-4, "weights", 128)
+        assert (config.augment.crop_padding, config.augment.flip_probability) == (4, 0.5)
+        assert (config.augment.cutout_size, config.augment.mixup_alpha) == (0, 0.0)
+        assert (config.model_options.dropout, config.model_options.drop_path) == (0.0, 0.0)
+        assert config.data.name == "image_folder" and config.data.image_size == 32
+    assert full.epochs == 200 and "width" not in full.model_options
+    assert cpu.epochs == 4 and cpu.model_options.width == 16
+    with pytest.raises(ValueError, match="unknown variant 'gpu'"):
+        classify_cifar10.get_config("gpu")
