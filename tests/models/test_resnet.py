@@ -338,15 +338,19 @@ def test_drop_path_rates_grow_linearly_to_the_last_block(monkeypatch):
     np.testing.assert_allclose(rates, [0.35 * block / 7 for block in range(1, 8)], rtol=1e-12)
 
 
-def test_drop_path_drops_each_examples_branch_or_scales_it_by_one_over_keep():
-    """In training, every block's output is relu(x + F(x)/(1 − p)) or relu(x) per example, both
-    occurring: the branch F(x) and the block input read from the captured intermediates."""
-    model = _small_resnet18(drop_path=0.5)
-    x = random_images(16, 8, seed=3)
+def _training_pass(model, count: int, seed: int, key: int):
+    """Variables, logits and the captured intermediates of one training pass on `count` random images."""
+    x = random_images(count, 8, seed=seed)
     variables = random_variables(model, x)
-    _, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
-                           rngs={"dropout": jax.random.key(4)}, capture_intermediates=True)
-    captured = state["intermediates"]
+    logits, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
+                                rngs={"dropout": jax.random.key(key)}, capture_intermediates=True)
+    return variables, logits, state["intermediates"]
+
+
+def test_drop_path_drops_each_examples_branch_or_scales_it_by_one_over_keep():
+    """In training, the last block's output is relu(x + F(x)/(1 − p)) or relu(x) per example, both
+    occurring: the branch F(x) and the block input read from the captured intermediates."""
+    _, _, captured = _training_pass(_small_resnet18(drop_path=0.5), 16, seed=3, key=4)
     rate = 0.5  # layer4_1, the last block (identity shortcut)
     first = captured["layer4_0"]["__call__"][0]
     branch = captured["layer4_1"]["bn2"]["__call__"][0]
@@ -360,12 +364,7 @@ def test_drop_path_drops_each_examples_branch_or_scales_it_by_one_over_keep():
 
 
 def test_dropout_before_the_head_zeroes_or_scales_each_pooled_feature():
-    model = _small_resnet18(dropout=0.5)
-    x = random_images(4, 8, seed=6)
-    variables = random_variables(model, x)
-    logits, state = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"],
-                                rngs={"dropout": jax.random.key(7)}, capture_intermediates=True)
-    captured = state["intermediates"]
+    variables, logits, captured = _training_pass(_small_resnet18(dropout=0.5), 4, seed=6, key=7)
     features = np.asarray(captured["layer4_1"]["__call__"][0]).mean(axis=(1, 2))
     dropped = np.asarray(captured["Dropout_0"]["__call__"][0])
     zero = dropped == 0
