@@ -19,7 +19,8 @@ On the config's model and data, with `config.validation_fraction` of the trainin
 Each stage's trials train together as the members of one vmapped program (`visionax.ensemble`,
 learning rate and weight decay per member in the optimizer state), in an ordinary workdir
 `<workdir>/<stage>` that resumes after kill -9; a finished stage is read back, not trained again. A
-dense sweep of learning rates checks where the recipe ended. Writes `tune_report.md` with its
+dense sweep of learning rates, repeated over `dense_sweep_seeds` initialisations and batch orders,
+checks where the recipe ended (its best: the lowest validation loss averaged over the seeds). Writes `tune_report.md` with its
 PNGs and `results.json`.
 """
 
@@ -89,6 +90,7 @@ class Search:
     eval_points: int
     eval_examples: int
     dense_sweep: int
+    dense_sweep_seeds: int
 
     @classmethod
     def from_config(cls, block: ml_collections.ConfigDict) -> "Search":
@@ -105,7 +107,8 @@ class Search:
 
     def check(self) -> None:
         counts = ("overfit_batches", "overfit_steps", "lr_iterations", "random_trials", "grid_learning_rates",
-                  "coarse_epochs", "longer_trials", "longer_epochs", "eval_points", "eval_examples")
+                  "coarse_epochs", "longer_trials", "longer_epochs", "eval_points", "eval_examples",
+                  "dense_sweep_seeds")
         for key in counts:
             if getattr(self, key) < 1:
                 raise UserError(f"tune.{key}={getattr(self, key)} must be >= 1; set --config.tune.{key} to a "
@@ -241,7 +244,8 @@ def _changed(config: ml_collections.ConfigDict, **changes) -> ml_collections.Con
 @dataclasses.dataclass(frozen=True)
 class Stage:
     """One vmapped group of trials `(learning rate, weight decay)` trained `num_steps` steps on
-    `batches` under `schedule`, evaluated on `evaluation` ({split: arrays}) in `<workdir>/<name>`."""
+    `batches` under `schedule`, evaluated on `evaluation` ({split: arrays}) in `<workdir>/<name>`,
+    from the initialisation of `seed` (None: the config's)."""
 
     name: str
     trials: tuple[tuple[float, float], ...]
@@ -250,6 +254,7 @@ class Stage:
     batches: Batches
     evaluation: dict
     regularised: bool = True
+    seed: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +269,7 @@ class Tuning:
     def stage_config(self, stage: Stage) -> ml_collections.ConfigDict:
         base = self.config if stage.regularised else without_regularisation(self.config)
         every = max(1, stage.num_steps // self.search.eval_points)
-        return _changed(base, stage=stage.name, trials=[list(trial) for trial in stage.trials],
+        return _changed(base, seed=base.seed if stage.seed is None else stage.seed, stage=stage.name, trials=[list(trial) for trial in stage.trials],
                         schedule=stage.schedule, num_steps=stage.num_steps, eval_every=every, log_every=every,
                         checkpoint_every=max(1, min(self.config.checkpoint_every, stage.num_steps)))
 
@@ -317,7 +322,7 @@ def curves(workdir: pathlib.Path, stage: Stage) -> list[dict]:
     logged = [record for record in records if record["split"] == "train"]
     trials = []
     for index, (rate, decay) in enumerate(stage.trials):
-        trial = {"stage": stage.name, "learning_rate": rate, "weight_decay": decay, "num_steps": stage.num_steps,
+        trial = {"stage": stage.name, "seed": stage.seed, "learning_rate": rate, "weight_decay": decay, "num_steps": stage.num_steps,
                  "steps": [record["step"] for record in evaluations],
                  "batch_steps": [record["step"] for record in logged],
                  "batch_loss": [record[f"loss_{index}"] for record in logged],
@@ -342,6 +347,20 @@ def ranked(trials: list[dict], rank_by: str) -> list[dict]:
         return (broken, -final(trial, "validation_accuracy") if rank_by == "accuracy" else 0.0,
                 loss if math.isfinite(loss) else math.inf)
     return sorted(trials, key=key)
+
+
+def seed_means(trials: list[dict]) -> list[dict]:
+    """One trial per learning rate of a sweep repeated over seeds: the final validation loss and
+    accuracy averaged over the seeds, frozen when any seed froze (the sweep's best is the best mean,
+    not one seed's lucky last evaluation)."""
+    by_rate: dict[float, list[dict]] = {}
+    for trial in trials:
+        by_rate.setdefault(trial["learning_rate"], []).append(trial)
+    return [{"learning_rate": rate, "weight_decay": repeats[0]["weight_decay"], "seeds": len(repeats),
+             "frozen": any(trial["frozen"] for trial in repeats),
+             **{key: [float(np.mean([final(trial, key) for trial in repeats]))]
+                for key in ("validation_loss", "validation_accuracy")}}
+            for rate, repeats in by_rate.items()]
 
 
 def fastest_falling(trials: list[dict]) -> dict:
@@ -433,10 +452,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     longer = stage("longer", best, longer_steps, "constant")
     chosen = ranked(longer, search.rank_by)[0]
     dense = []
-    if search.dense_sweep:
-        sweep = np.geomspace(min(search.lr_candidates), max(search.lr_candidates), search.dense_sweep)
-        dense = stage("dense_sweep", [(float(rate), chosen["weight_decay"]) for rate in sweep], longer_steps,
-                      "constant")
+    if search.dense_sweep:  # each seed: another initialisation and batch order, the same rates
+        sweep = [(float(rate), chosen["weight_decay"])
+                 for rate in np.geomspace(min(search.lr_candidates), max(search.lr_candidates), search.dense_sweep)]
+        for offset in range(search.dense_sweep_seeds):
+            seed = tuned.seed + offset
+            dense += stage("dense_sweep" if offset == 0 else f"dense_sweep_seed{seed}", sweep, longer_steps,
+                           "constant", batches=dataclasses.replace(run.batches, seed=seed), seed=seed)
     # 6. The curves read by the rules.
     rules = search.rules
     stages = {"learning rates (step 3)": rates, "random search (step 4)": random_search,
@@ -450,9 +472,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "weight_decay": chosen["weight_decay"], "validation_examples": len(run.validation.labels),
                "trained": trained}
     if dense:
-        best_dense = ranked(dense, search.rank_by)[0]["learning_rate"]
-        summary |= {"dense_sweep_learning_rate": best_dense, "ratio_to_dense_sweep": chosen["learning_rate"] / best_dense}
-    rows = [[name, trial["learning_rate"], trial["weight_decay"], trial["num_steps"], final(trial, "train_loss"),
+        sweep_means = seed_means(dense)
+        best_dense = ranked(sweep_means, search.rank_by)[0]["learning_rate"]
+        summary |= {"dense_sweep_learning_rate": best_dense, "ratio_to_dense_sweep": chosen["learning_rate"] / best_dense,
+                    "dense_sweep_seeds": search.dense_sweep_seeds,
+                    "dense_sweep_mean_validation_loss": [final(trial, "validation_loss") for trial in sweep_means],
+                    "dense_sweep_best_per_seed": [ranked([trial for trial in dense if trial["seed"] == seed],
+                                                         search.rank_by)[0]["learning_rate"]
+                                                  for seed in dict.fromkeys(trial["seed"] for trial in dense)]}
+    rows = [[name if trial.get("seed") is None else f"{name}, seed {trial['seed']}", trial["learning_rate"], trial["weight_decay"], trial["num_steps"], final(trial, "train_loss"),
              final(trial, "train_accuracy"), final(trial, "validation_loss"), final(trial, "validation_accuracy"),
              trial["verdict"]] for name, trials in stages.items() for trial in trials]
     table = report.Table(
@@ -464,7 +492,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
              plot_search(random_search, grid_search, root / "search.png"),
              plot_curves(longer, root / "curves.png")]
     if dense:
-        plots.append(plot_dense_sweep(dense, chosen, root / "dense_sweep.png"))
+        plots.append(plot_dense_sweep(dense, sweep_means, chosen, root / "dense_sweep.png"))
     write_report(root / REPORT_FILE, tuned, search, summary, stages, overfit, plots)
     return report.finish(workdir, table, plots=plots, summary=summary)
 
@@ -525,12 +553,17 @@ def plot_curves(trials: list[dict], path: pathlib.Path) -> pathlib.Path:
     return report.save(fig, path, title="Step 5: the best trials trained longer, constant learning rate")
 
 
-def plot_dense_sweep(trials: list[dict], chosen: dict, path: pathlib.Path) -> pathlib.Path:
-    """The dense sweep's final validation loss against the learning rate, the recipe's choice marked."""
+def plot_dense_sweep(trials: list[dict], means: list[dict], chosen: dict, path: pathlib.Path) -> pathlib.Path:
+    """The dense sweep's final validation loss against the learning rate, one thin line per seed and
+    their mean, the recipe's choice marked."""
     fig, axes = report.figure(panel_size=(5.5, 4.0))
     axis = axes[0, 0]
-    axis.plot([trial["learning_rate"] for trial in trials], [final(trial, "validation_loss") for trial in trials], "-o",
-              label="dense sweep")
+    for seed in dict.fromkeys(trial["seed"] for trial in trials):
+        repeat = [trial for trial in trials if trial["seed"] == seed]
+        axis.plot([trial["learning_rate"] for trial in repeat], [final(trial, "validation_loss") for trial in repeat],
+                  "-", color="C0", alpha=0.35, linewidth=1, label=f"seed {seed}")
+    axis.plot([trial["learning_rate"] for trial in means], [final(trial, "validation_loss") for trial in means], "-o",
+              color="C0", label=f"mean over {means[0]['seeds']} seeds")
     axis.axvline(chosen["learning_rate"], color="C1", linestyle="--", label="the recipe's learning rate")
     axis.set_xscale("log")
     axis.set_yscale("log")
@@ -542,10 +575,12 @@ def plot_dense_sweep(trials: list[dict], chosen: dict, path: pathlib.Path) -> pa
 
 
 def _trial_table(trials: list[dict]) -> list[str]:
-    lines = ["| learning rate | weight decay | steps | train loss | train acc. | val. loss | val. acc. | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    seeded = any(trial.get("seed") is not None for trial in trials)
+    lines = [("| seed " if seeded else "") + "| learning rate | weight decay | steps | train loss | train acc. | val. loss | "
+             "val. acc. | verdict |", "|---" * (9 if seeded else 8) + "|"]
     for trial in trials:
-        lines.append(f"| {trial['learning_rate']:.3g} | {trial['weight_decay']:g} | {trial['num_steps']} | "
+        lines.append((f"| {trial['seed']} " if seeded else "") +
+                     f"| {trial['learning_rate']:.3g} | {trial['weight_decay']:g} | {trial['num_steps']} | "
                      f"{final(trial, 'train_loss'):.4g} | {final(trial, 'train_accuracy'):.4g} | "
                      f"{final(trial, 'validation_loss'):.4g} | {final(trial, 'validation_accuracy'):.4g} | "
                      f"{trial['verdict']}: {ADVICE[trial['verdict']]} |")
@@ -584,8 +619,10 @@ def write_report(path: pathlib.Path, config, search: Search, summary: dict, stag
         if image in images:
             lines += [f"![{image}]({images[image]})", ""]
     if "dense_sweep_learning_rate" in summary:
-        lines.append(f"Dense sweep's best learning rate {summary['dense_sweep_learning_rate']:.3g}; the recipe's is "
-                     f"{summary['ratio_to_dense_sweep']:.3g} × it.")
+        per_seed = ", ".join(f"{rate:.3g}" for rate in summary["dense_sweep_best_per_seed"])
+        lines.append(f"Dense sweep's best learning rate (lowest mean over {summary['dense_sweep_seeds']} seeds) "
+                     f"{summary['dense_sweep_learning_rate']:.3g}; the recipe's is {summary['ratio_to_dense_sweep']:.3g} × "
+                     f"it. Each seed's own best: {per_seed}.")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -123,12 +123,13 @@ def tiny(digits_dir, **changes):
     config.batch_size, config.checkpoint_every = 64, 10
     config.tune.update({"overfit_batches": 2, "overfit_steps": 30, "lr_iterations": 10, "random_trials": 4,
                         "grid_learning_rates": 2, "weight_decays": "1e-4,0", "coarse_epochs": 1, "longer_trials": 2,
-                        "longer_epochs": 2, "eval_points": 5, "eval_examples": 128, "dense_sweep": 4})
+                        "longer_epochs": 2, "eval_points": 5, "eval_examples": 128, "dense_sweep": 4,
+                        "dense_sweep_seeds": 2})
     config.update_from_flattened_dict(changes)
     return config
 
 
-STAGES = ("overfit", "learning_rates", "random_search", "grid_search", "longer", "dense_sweep")
+STAGES = ("overfit", "learning_rates", "random_search", "grid_search", "longer", "dense_sweep", "dense_sweep_seed1")
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +167,22 @@ def test_each_choice_follows_from_the_trials_the_stages_wrote(searched):
         (trial["learning_rate"], trial["weight_decay"]) for trial in coarse[:2]]
     chosen = min(stages["longer"], key=lambda trial: trial["validation_loss"][-1])
     assert (results["learning_rate"], results["weight_decay"]) == (chosen["learning_rate"], chosen["weight_decay"])
-    dense = stages["dense_sweep"]
-    np.testing.assert_allclose([trial["learning_rate"] for trial in dense], [1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-12)
-    best = min(dense, key=lambda trial: trial["validation_loss"][-1])["learning_rate"]
+    first, second = stages["dense_sweep"], stages["dense_sweep_seed1"]
+    for seed, repeat in enumerate((first, second)):
+        np.testing.assert_allclose([trial["learning_rate"] for trial in repeat], [1e-4, 1e-3, 1e-2, 1e-1], rtol=1e-12)
+        assert {trial["seed"] for trial in repeat} == {seed}
+    assert first[0]["validation_loss"] != second[0]["validation_loss"]  # another initialisation and batch order
+    assert [json.loads((workdir / stage / "config.json").read_text())["seed"]
+            for stage in ("dense_sweep", "dense_sweep_seed1")] == [0, 1]
+    mean_loss = [np.mean([one["validation_loss"][-1], two["validation_loss"][-1]]) for one, two in zip(first, second)]
+    np.testing.assert_allclose(results["dense_sweep_mean_validation_loss"], mean_loss, rtol=1e-12)
+    best = first[int(np.argmin(mean_loss))]["learning_rate"]
     assert results["dense_sweep_learning_rate"] == best and results["ratio_to_dense_sweep"] == results["learning_rate"] / best
+    assert results["dense_sweep_best_per_seed"] == [
+        min(repeat, key=lambda trial: trial["validation_loss"][-1])["learning_rate"] for repeat in (first, second)]
+    dense = first + second
     rows = [row for row in results["rows"]]
-    assert len(rows) == 4 + 4 + 4 + 2 + 4
+    assert len(rows) == 4 + 4 + 4 + 2 + 4 + 4
     for row, trial in zip(rows, rates + stages["random_search"] + stages["grid_search"] + stages["longer"] + dense):
         assert row["verdict"] == RULES.read(trial) and row["validation loss"] == trial["validation_loss"][-1]
     report = (workdir / tune.REPORT_FILE).read_text()
@@ -213,7 +224,7 @@ def test_a_stopped_stage_resumes_and_ends_as_the_uninterrupted_one(searched, dig
     its step 35: the restart reads back the finished stages, resumes the longer one from step 30
     and ends with the uninterrupted run's parameters and trials."""
     results, workdir = searched
-    shutil.copytree(workdir, tmp_path / "run", ignore=shutil.ignore_patterns("longer", "dense_sweep"))
+    shutil.copytree(workdir, tmp_path / "run", ignore=shutil.ignore_patterns("longer", "dense_sweep*"))
     steps_read = interrupt_batches(monkeypatch, 35)
     with pytest.raises(Interrupted):
         tune.train_and_evaluate(tiny(digits_dir), str(tmp_path / "run"))
@@ -222,8 +233,8 @@ def test_a_stopped_stage_resumes_and_ends_as_the_uninterrupted_one(searched, dig
     capsys.readouterr()
     resumed = tune.train_and_evaluate(tiny(digits_dir), str(tmp_path / "run"))
     assert f"resumed from step 30 ({tmp_path / 'run' / 'longer'})" in capsys.readouterr().out
-    assert steps_read == [0, *range(30, 40), *range(40)]  # initial loss, the rest of longer, the dense sweep
-    assert resumed["trained"] == ["longer", "dense_sweep"]
+    assert steps_read == [0, *range(30, 40), *range(40), *range(40)]  # initial loss, the rest of longer, 2 sweeps
+    assert resumed["trained"] == ["longer", "dense_sweep", "dense_sweep_seed1"]
     assert trials_of(tmp_path / "run", "longer") == trials_of(workdir, "longer")
     chex.assert_trees_all_equal(checkpoint.load_variables(tmp_path / "run" / "longer")[0],
                                 checkpoint.load_variables(workdir / "longer")[0])
