@@ -1,6 +1,7 @@
 """`python -m experiments.classify` end to end: trains, evaluates, writes results.json (the printed
 table's numbers), starts from another run's encoder with init_from, and takes the regularisers."""
 
+import functools
 import json
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from experiments import classify
 from experiments.configs.classify import get_config
 from tests.experiments.checks import assert_command_line_error
-from visionax.train import early_stopping
+from visionax.train import early_stopping, optimizer, setup, supervised, transfer
 from visionax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
@@ -54,11 +55,36 @@ def test_init_from_starts_from_the_trained_encoder(trained, tmp_path, digits_dir
     assert warm["test_accuracy"] > cold["test_accuracy"]
 
 
-def test_regularisers_from_the_config(tmp_path, digits_dir):
-    config = small(digits_dir, epochs=1, **{"augment.crop_padding": 1, "augment.flip_probability": 0.5,
-                                             "augment.cutout_size": 2, "augment.mixup_alpha": 0.2})
+REGULARISERS = {"augment.crop_padding": 1, "augment.flip_probability": 0.5, "augment.cutout_size": 2,
+                "augment.mixup_alpha": 0.2, "l2_penalty": 0.01}
+
+
+def first_step_loss(config) -> float:
+    """The loss of the first step of `config`'s run, computed here from its parts: the state and
+    batch 0 the run starts from, and the supervised step with the config's settings."""
+    run = setup.setup(config)
+    settings = supervised.SupervisedSettings.from_config(config, run.num_classes)
+    model = setup.model_from_config(config, run.num_classes)
+    tx = optimizer.create_optimizer(config, total_steps=2, steps_per_epoch=run.batches.steps_per_epoch)
+    state, step = transfer.create(config, model, tx, run.image_shape,
+                                  functools.partial(supervised.train_step, settings=settings))
+    step_function = run.data_parallel.step(step)
+    _, metrics = step_function(run.data_parallel.put_state(state),
+                               run.data_parallel.put_batch(run.batches.host_batch(0)))
+    return float(run.data_parallel.get_state(metrics)["loss"])
+
+
+def test_regularisers_from_the_config_reach_the_step(tmp_path, digits_dir):
+    """The run's logged first-step loss is that of the step with every regulariser of the config
+    (crop, flip, cutout, mixup, L2) and differs from the step without any one of them."""
+    config = small(digits_dir, epochs=1, log_every=1, **REGULARISERS)
     results = classify.train_and_evaluate(config, str(tmp_path))
-    assert results["steps"] == 22 and results["test_loss"] > 0
+    logged = [record for record in read_metrics(tmp_path) if record["split"] == "train"][0]
+    assert results["steps"] == 22 and logged["step"] == 1
+    assert logged["loss"] == pytest.approx(first_step_loss(config), rel=1e-5)
+    for key, value in REGULARISERS.items():
+        without = first_step_loss(small(digits_dir, epochs=1, log_every=1, **(REGULARISERS | {key: type(value)(0)})))
+        assert abs(logged["loss"] - without) > 1e-4, key
 
 
 def test_early_stopping_ends_with_the_best_validation_evaluation(tmp_path, digits_dir):
