@@ -1,4 +1,5 @@
-"""nt_xent and info_nce: NumPy float64 references, single device vs sharded over 8 fake devices."""
+"""nt_xent, info_nce and clip_loss: NumPy float64 references, single device vs sharded over 8 fake
+devices."""
 
 import functools
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from visionax.losses import info_nce, nt_xent
+from visionax.losses import clip_loss, info_nce, nt_xent
 from visionax.parallel import DATA_AXIS, make_mesh
 
 DEVICES = 8
@@ -188,3 +189,140 @@ def test_nt_xent_is_invariant_to_scale_and_symmetric(pairs):
     z1, z2 = pairs
     chex.assert_trees_all_close(nt_xent(z1, z2, 0.5), nt_xent(3.0 * z1, z2, 0.5), rtol=1e-6)
     chex.assert_trees_all_close(nt_xent(z1, z2, 0.5), nt_xent(z2, z1, 0.5), rtol=1e-6)
+
+
+def clip_reference(images, texts, logit_scale):
+    """CLIP's loss row by row in float64: each image against every text, each text against every image."""
+    images, texts = (_normalize(np.asarray(x, np.float64)) for x in (images, texts))
+    scale = np.exp(np.float64(logit_scale))
+    count = images.shape[0]
+    image_losses, text_losses = [], []
+    for k in range(count):
+        image_logits = np.array([scale * images[k] @ texts[j] for j in range(count)])
+        text_logits = np.array([scale * texts[k] @ images[j] for j in range(count)])
+        image_losses.append(-np.log(np.exp(image_logits[k]) / np.sum(np.exp(image_logits))))
+        text_losses.append(-np.log(np.exp(text_logits[k]) / np.sum(np.exp(text_logits))))
+    return (np.mean(image_losses) + np.mean(text_losses)) / 2
+
+
+def make_image_text_pairs():
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(16, 6)).astype(np.float32)  # 2 pairs per device, different on each
+    texts = (images + 0.7 * rng.normal(size=images.shape)).astype(np.float32)
+    return images, texts
+
+
+@pytest.fixture(scope="module")
+def image_text_pairs():
+    return make_image_text_pairs()
+
+
+@functools.lru_cache(maxsize=None)
+def clip_reference_grads(logit_scale):
+    """Finite-difference gradients of the float64 reference with respect to the images, the texts and
+    the logit scale at `make_image_text_pairs()` (computed once per scale)."""
+    return numpy_grad(clip_reference, list(make_image_text_pairs()) + [np.array(logit_scale)])
+
+
+CLIP_INITIAL_SCALE = float(np.log(1 / 0.07))
+CLIP_MAXIMUM_SCALE = float(np.log(100.0))
+
+
+@pytest.mark.parametrize("logit_scale", [0.0, CLIP_INITIAL_SCALE, CLIP_MAXIMUM_SCALE])
+def test_clip_loss_single_device_matches_numpy(image_text_pairs, logit_scale):
+    images, texts = image_text_pairs
+    value, grads = jax.value_and_grad(clip_loss, argnums=(0, 1, 2))(
+        images, texts, jnp.float32(logit_scale))
+    assert_relative_close(value, clip_reference(images, texts, logit_scale))
+    for grad, expected_grad in zip(grads, clip_reference_grads(logit_scale)):
+        assert_relative_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("logit_scale", [CLIP_INITIAL_SCALE, CLIP_MAXIMUM_SCALE])
+@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
+def test_clip_loss_sharded_equals_full_batch(image_text_pairs, impl, logit_scale):
+    """Every device returns the global loss; its embedding gradients divided by the device count are
+    the full-batch gradients of its rows, and the mean over devices of its logit-scale gradient (what
+    `lax.pmean` of a replicated parameter's gradient gives) is the full-batch ∂L/∂t."""
+    images, texts = image_text_pairs
+    scales = np.full(DEVICES, logit_scale, np.float32)  # one copy per device, as a replicated parameter
+
+    def per_device(a, b, t):
+        loss = lambda a, b, t: clip_loss(a, b, t[0], DATA_AXIS)
+        return jax.value_and_grad(loss, argnums=(0, 1, 2))(a, b, t)
+
+    values, grads = sharded(per_device, impl, images, texts, scales)
+    full_value, full_grads = jax.value_and_grad(clip_loss, argnums=(0, 1, 2))(
+        images, texts, jnp.float32(logit_scale))
+    expected_grads = clip_reference_grads(logit_scale)
+    assert_relative_close(values, np.full(DEVICES, clip_reference(images, texts, logit_scale)))
+    assert_relative_close(values, np.full(DEVICES, full_value))
+    for grad, full_grad, expected_grad in zip(grads[:2], full_grads[:2], expected_grads[:2]):
+        assert np.all(np.isfinite(grad))
+        assert_relative_close(grad / DEVICES, full_grad)
+        assert_relative_close(grad / DEVICES, expected_grad)
+    assert_relative_close(np.mean(grads[2]), full_grads[2])
+    assert_relative_close(np.mean(grads[2]), expected_grads[2])
+
+
+def test_clip_loss_sharded_parameter_gradient_pmean_is_full_batch(image_text_pairs):
+    """What a training step does: pmean of the per-device gradients of both encoders' weights and of the
+    replicated logit scale equals the 1-device gradients."""
+    images, texts = image_text_pairs
+    rng = np.random.default_rng(4)
+    image_weights, text_weights = (rng.normal(size=(6, 5)).astype(np.float32) for _ in range(2))
+    logit_scale = np.float32(CLIP_INITIAL_SCALE)
+
+    def loss(image_w, text_w, t, a, b, axis_name):
+        return clip_loss(jnp.tanh(a @ image_w), jnp.tanh(b @ text_w), t, axis_name)
+
+    def per_device(image_w, text_w, t, a, b):
+        grads = jax.grad(loss, argnums=(0, 1, 2))(image_w, text_w, t, a, b, DATA_AXIS)
+        return jax.lax.pmean(grads, DATA_AXIS)
+
+    replicated, split = PartitionSpec(), PartitionSpec(DATA_AXIS)
+    function = jax.shard_map(per_device, mesh=make_mesh(), check_vma=False, out_specs=replicated,
+                             in_specs=(replicated, replicated, replicated, split, split))
+    sharded_grads = jax.jit(function)(image_weights, text_weights, logit_scale, images, texts)
+    full_grads = jax.grad(loss, argnums=(0, 1, 2))(
+        image_weights, text_weights, logit_scale, images, texts, None)
+    for sharded_grad, full_grad in zip(sharded_grads, full_grads):
+        assert_relative_close(sharded_grad, full_grad)
+
+
+def test_clip_loss_is_symmetric_and_invariant_to_scale(image_text_pairs):
+    images, texts = image_text_pairs
+    loss = clip_loss(images, texts, CLIP_INITIAL_SCALE)
+    chex.assert_trees_all_close(clip_loss(texts, images, CLIP_INITIAL_SCALE), loss, rtol=1e-6)
+    chex.assert_trees_all_close(clip_loss(3.0 * images, 0.5 * texts, CLIP_INITIAL_SCALE), loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("logit_scale", [0.0, float(np.log(2.0))])
+def test_clip_loss_orthogonal_pairs_closed_form(logit_scale):
+    """Image k and text k both along axis k: every positive logit is e^t, every other 0, so each row
+    loses log(1 + (N − 1)·exp(−e^t))."""
+    images = np.eye(16, dtype=np.float32)
+    texts = 2.5 * np.eye(16, dtype=np.float32)
+    expected = np.log1p(15 * np.exp(-np.exp(logit_scale)))
+    assert_relative_close(clip_loss(images, texts, logit_scale), expected, rtol=1e-6)
+
+
+def test_clip_loss_aligned_pairs_at_maximum_scale_is_near_zero():
+    """Orthogonal aligned pairs at the clipped scale 100: the loss is log(1 + 15·e^−100) ≈ 6e−43."""
+    images = np.eye(16, dtype=np.float32)
+    assert float(clip_loss(images, 2.5 * images, CLIP_MAXIMUM_SCALE)) < 1e-6
+
+
+@pytest.mark.parametrize("impl", ["single", "shard_map"])
+def test_clip_loss_identical_embeddings_is_log_global_batch(image_text_pairs, impl):
+    """Every image and text the same vector: all logits are equal, so each row loses ln N with N the
+    GLOBAL batch (16), on 1 device and on every one of 8 devices (not ln of the local batch, 2)."""
+    row = image_text_pairs[0][:1]
+    images = np.repeat(row, 16, axis=0)
+    texts = np.repeat(-2.0 * row, 16, axis=0)
+    if impl == "single":
+        values = clip_loss(images, texts, CLIP_MAXIMUM_SCALE)
+    else:
+        values, _ = sharded(lambda a, b: (clip_loss(a, b, CLIP_MAXIMUM_SCALE, DATA_AXIS), []),
+                            "shard_map", images, texts)
+    assert_relative_close(values, np.full(np.shape(values), np.log(16.0)), rtol=1e-6)

@@ -1,6 +1,7 @@
-"""Contrastive losses of self-supervised learning (lecture 14): NT-Xent (SimCLR) and InfoNCE (MoCo).
+"""Contrastive losses of self-supervised learning (lecture 14): NT-Xent (SimCLR), InfoNCE (MoCo) and
+CLIP's symmetric image-text cross-entropy.
 
-Both take an optional `axis_name`. Without it they are ordinary single-device losses over the batch
+All take an optional `axis_name`. Without it they are ordinary single-device losses over the batch
 they are given. With it (inside `jax.shard_map(check_vma=False)` or `jax.pmap`, as
 `visionax.parallel.DataParallel` runs a step) each device passes its local slice of the batch and
 gets back the loss of the GLOBAL batch, the same value on every device.
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["nt_xent", "info_nce", "l2_normalize"]
+__all__ = ["clip_loss", "info_nce", "l2_normalize", "nt_xent"]
 
 
 def l2_normalize(vectors: jax.Array, epsilon: float = 1e-12) -> jax.Array:
@@ -93,3 +94,43 @@ def info_nce(
     labels = jnp.zeros(query.shape[0], jnp.int32)
     local_mean = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
     return local_mean if axis_name is None else jax.lax.pmean(local_mean, axis_name)
+
+
+def clip_loss(
+    image_embeddings: jax.Array,
+    text_embeddings: jax.Array,
+    logit_scale: jax.Array | float,
+    axis_name: str | None = None,
+) -> jax.Array:
+    """CLIP's symmetric cross-entropy over the global batch of N image-text pairs:
+    L = 1/(2N) Σ_k [−log softmax_j(e^t · u_k·v_j)_k − log softmax_j(e^t · v_k·u_j)_k],
+    with u, v the L2-normalised image and text embeddings, t = `logit_scale` and pair k the positive.
+
+    `image_embeddings`, `text_embeddings`: `[local_batch, dim]` (row i of each is the same pair;
+    normalised here). `logit_scale`: scalar, the log of the inverse temperature; CLIP learns it,
+    initialised at log(1/0.07), and clips it at log(100) — the caller clips. With `axis_name`, each
+    device all-gathers both embeddings (`[N, dim]` each), computes only its own rows of both
+    directions (its images against all N texts and its texts against all N images: `[local_batch,
+    N]` logits each), with its labels offset by `axis_index · local_batch`, sums their losses,
+    divides by 2N and `psum`s the partial sums: the returned scalar is L on every device. See the
+    module docstring for the gradient convention; the gradient of a replicated `logit_scale` on one
+    device is `device_count ×` its own rows' share of ∂L/∂t, so `lax.pmean` over devices gives ∂L/∂t.
+    """
+    local_batch = image_embeddings.shape[0]
+    images = l2_normalize(_at_least_float32(image_embeddings))
+    texts = l2_normalize(_at_least_float32(text_embeddings))
+    scale = jnp.exp(_at_least_float32(jnp.asarray(logit_scale)))
+    if axis_name is None:
+        all_images, all_texts, offset = images, texts, 0
+    else:
+        all_images = jax.lax.all_gather(images, axis_name, tiled=True)
+        all_texts = jax.lax.all_gather(texts, axis_name, tiled=True)
+        offset = jax.lax.axis_index(axis_name) * local_batch
+    global_batch = all_images.shape[0]
+    labels = offset + jnp.arange(local_batch)
+    image_to_text = scale * images @ all_texts.T  # [local_batch, N]
+    text_to_image = scale * texts @ all_images.T  # [local_batch, N]
+    row_losses = (optax.softmax_cross_entropy_with_integer_labels(image_to_text, labels)
+                  + optax.softmax_cross_entropy_with_integer_labels(text_to_image, labels))
+    partial = jnp.sum(row_losses) / (2 * global_batch)
+    return partial if axis_name is None else jax.lax.psum(partial, axis_name)
