@@ -13,7 +13,7 @@ from scratch) of the same number of steps, so a run stopped and started again re
 was in and skips the finished ones. The table holds test accuracy on digits 5–9 (`results.json`,
 with the case that wins each column) and `transfer.png` plots it against the label fraction.
 
-    python -m experiments.finetune      # ResNet-18 width 8, 15 runs: 5.5 min on 2 CPU cores (MEASUREMENTS.md)
+    python -m experiments.finetune      # ResNet-18 width 8, 21 runs: 8 min on 2 CPU cores (MEASUREMENTS.md)
 """
 
 from __future__ import annotations

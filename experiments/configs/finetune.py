@@ -5,14 +5,22 @@ feature extractor, the top stage or every layer fine-tuned.
     python -m experiments.finetune                                   # the table of MEASUREMENTS.md
     python -m experiments.finetune --config.pretrainings=supervised --config.label_fractions=0.1   # a quick look
     python -m experiments.finetune --config.pretrained_simclr=<workdir of experiments.simclr on digits 0–4>
+
+Variant `cifar10_cpu`: the CIFAR-10 image folder, SimCLR pretrained on every training image without
+labels (the encoder of simclr_cifar10.py:cpu30, 5 epochs), then fine-tuned with 1% and 10% of the
+labels of the same ten classes (the semi-supervised setting of SimCLR's paper); 25 min on 2 CPU cores:
+
+    d=$(mktemp -d) && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C "$d" && \
+    python -m experiments.finetune --config=experiments/configs/finetune.py:cifar10_cpu \
+        --config.data.folder="$d/cifar10-jpeg"
 """
 
 import ml_collections
 
-from experiments.configs import data_sources
+from experiments.configs import data_sources, simclr_cifar10
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0  # initialisation, batch order and the labelled subsets of every run
     config.data = data_sources.digits()  # classes and label_fraction are set per run from the keys below
@@ -33,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel = "shard_map"
     # Pretraining: experiments.classify and experiments.simclr with their own defaults but these.
     config.supervised = ml_collections.ConfigDict({"epochs": 10, "batch_size": 128, "learning_rate": 0.003})
-    config.simclr = ml_collections.ConfigDict({"epochs": 60, "batch_size": 256, "learning_rate": 1.0})
+    config.simclr = ml_collections.ConfigDict({"epochs": 300, "batch_size": 256, "learning_rate": 1.0})
     # Transfer: each cell an experiments.classify run of `steps` steps of min(batch_size, labelled examples),
     # Adam with a cosine decay; the pretrained layers that train at backbone_lr_multiplier × learning_rate.
     config.transfer = ml_collections.ConfigDict({
@@ -43,4 +51,26 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 100
     config.keep_checkpoints = 1
     config.eval_every = 0  # of every run: 0 evaluates the test set at its end only
+    if variant == "cifar10_cpu":
+        cifar10_cpu(config)
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r} of finetune.py; use :cifar10_cpu or none")
+    return config
+
+
+def cifar10_cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """SimCLR on all of CIFAR-10's training images, then 1% and 10% of its labels (500 and 5,000)."""
+    pretraining = simclr_cifar10.get_config("cpu30")
+    config.data = data_sources.image_folder(image_size=32)
+    config.source_classes = config.target_classes = ",".join(str(label) for label in range(10))
+    config.label_fractions = "0.01,0.1"
+    config.pretrainings = "simclr"
+    config.model_options = ml_collections.ConfigDict(pretraining.model_options.to_dict())
+    config.simclr = ml_collections.ConfigDict({
+        "epochs": 5, "batch_size": pretraining.batch_size, "learning_rate": pretraining.learning_rate,
+        "warmup_epochs": pretraining.warmup_epochs, "temperature": pretraining.temperature,
+        "head_hidden_dim": pretraining.head_hidden_dim, "augment": pretraining.augment.to_dict()})
+    config.transfer.update({"steps": 600, "batch_size": 64})
+    config.log_every = 50
+    config.checkpoint_every = 300
     return config

@@ -125,3 +125,26 @@ def test_bad_input_is_one_line(flags, message, tmp_path, digits_dir, capsys):
     fractions = [] if any("label_fractions" in flag for flag in flags) else ["--config.label_fractions=0.1"]
     assert_command_line_error(finetune, [*fractions, *flags, f"--config.data.data_dir={digits_dir}"], tmp_path / "run",
                               message, capsys)
+
+
+def test_the_cifar10_variant_pretrains_simclr_as_its_cpu30_config_and_fine_tunes_all_ten_classes():
+    """finetune.py:cifar10_cpu: SimCLR on every CIFAR-10 class with simclr_cifar10.py:cpu30's encoder,
+    augmentation and temperature for 5 epochs, then the same ten classes with 1% and 10% of the labels."""
+    from experiments.configs import finetune as finetune_config
+    from experiments.configs import simclr_cifar10
+
+    config, reference = finetune_config.get_config("cifar10_cpu"), simclr_cifar10.get_config("cpu30")
+    pretraining = finetune.pretraining_config(config, "simclr")
+    for key in ("model", "batch_size", "learning_rate", "warmup_epochs", "temperature", "head_hidden_dim", "optimizer"):
+        assert pretraining[key] == reference[key], key
+    assert pretraining.augment.to_dict() == reference.augment.to_dict()
+    assert pretraining.model_options.to_dict() == reference.model_options.to_dict() == {"cifar_stem": False, "width": 32}
+    assert pretraining.epochs == 5 and pretraining.data.name == "image_folder"
+    assert pretraining.data.classes == config.target_classes == "0,1,2,3,4,5,6,7,8,9"
+    cells = finetune.cells_of(config)
+    assert [cell.name for cell in cells] == ["scratch_0.01", "scratch_0.1"] + [
+        f"simclr_{case}_{fraction}" for case in ("linear", "top", "all") for fraction in ("0.01", "0.1")]
+    cell = finetune.cell_config(config, cells[-1], "<pretrained>", examples=5000)
+    assert (cell.batch_size, cell.epochs, cell.finetune, cell.data.label_fraction) == (64, 8, "all", 0.1)
+    with pytest.raises(ValueError, match="unknown variant 'gpu' of finetune.py"):
+        finetune_config.get_config("gpu")
