@@ -1,5 +1,5 @@
-"""Contrastive losses of self-supervised learning (lecture 14): NT-Xent (SimCLR), InfoNCE (MoCo) and
-CLIP's symmetric image-text cross-entropy.
+"""Contrastive losses of self-supervised learning (lecture 14): NT-Xent (SimCLR), InfoNCE (MoCo),
+CLIP's symmetric image-text cross-entropy and CPC's InfoNCE over patches predicted rows ahead.
 
 All take an optional `axis_name`. Without it they are ordinary single-device losses over the batch
 they are given. With it (inside `jax.shard_map(check_vma=False)` or `jax.pmap`, as
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["clip_loss", "info_nce", "l2_normalize", "nt_xent"]
+__all__ = ["clip_loss", "cpc_accuracy", "cpc_info_nce", "cpc_logits", "info_nce", "l2_normalize", "nt_xent"]
 
 
 def l2_normalize(vectors: jax.Array, epsilon: float = 1e-12) -> jax.Array:
@@ -133,4 +133,82 @@ def clip_loss(
     row_losses = (optax.softmax_cross_entropy_with_integer_labels(image_to_text, labels)
                   + optax.softmax_cross_entropy_with_integer_labels(text_to_image, labels))
     partial = jnp.sum(row_losses) / (2 * global_batch)
+    return partial if axis_name is None else jax.lax.psum(partial, axis_name)
+
+
+def cpc_logits(
+    predictions: jax.Array, targets: jax.Array, axis_name: str | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """CPC's scores s = p·z of every valid prediction p against every patch embedding z of the global
+    batch, and the index of each prediction's positive: `(logits [M, N·rows·cols], labels [M])`.
+
+    `predictions`: `[local_batch, steps, rows, cols, dim]`, entry `[b, k − 1, t, j]` the prediction
+    W_k·c_{t,j} of image b's patch k rows below (t + k, j); only rows t < rows − k have a target, the
+    others are ignored. `targets`: `[local_batch, rows, cols, dim]`, the patch embeddings z. The M =
+    local_batch · cols · Σ_{k=1..K} (rows − k) valid predictions are ordered by step k, then image,
+    row, column. Candidates are the patches of all N images (all-gathered with `axis_name`) in the
+    order image, row, column, so the positive of image b's prediction (k, t, j) is index
+    ((offset + b)·rows + t + k)·cols + j with offset = `axis_index · local_batch`. Scores are plain
+    dot products (the bilinear f_k = exp(zᵀ W_k c_t) of Oord et al., W_k applied by the caller),
+    computed in at least float32; memory `O(local_batch × N)` per device.
+    """
+    local_batch, steps, rows, cols, _ = predictions.shape
+    if targets.shape[:3] != (local_batch, rows, cols) or targets.shape[-1] != predictions.shape[-1]:
+        raise ValueError(f"targets {targets.shape} must be [batch, rows, cols, dim] of predictions "
+                         f"{predictions.shape} ([batch, steps, rows, cols, dim])")
+    if not rows > steps:
+        raise ValueError(f"predicting {steps} rows ahead needs more than {steps} rows, got {rows}")
+    predictions, targets = _at_least_float32(predictions), _at_least_float32(targets)
+    if axis_name is None:
+        all_targets, offset = targets, 0
+    else:
+        all_targets = jax.lax.all_gather(targets, axis_name, tiled=True)
+        offset = jax.lax.axis_index(axis_name) * local_batch
+    candidates = all_targets.reshape(-1, all_targets.shape[-1])  # [N·rows·cols, dim]
+    images = offset + jnp.arange(local_batch)[:, None, None]
+    columns = jnp.arange(cols)[None, None, :]
+    valid, labels = [], []
+    for step in range(1, steps + 1):
+        valid.append(predictions[:, step - 1, : rows - step].reshape(-1, predictions.shape[-1]))
+        target_rows = jnp.arange(step, rows)[None, :, None]
+        labels.append(((images * rows + target_rows) * cols + columns).reshape(-1))
+    queries = jnp.concatenate(valid, axis=0)  # [M, dim]
+    return queries @ candidates.T, jnp.concatenate(labels)
+
+
+def _valid_prediction_count(predictions: jax.Array, axis_name: str | None) -> int:
+    """N · cols · Σ_k (rows − k): the number of predictions with a target in the global batch."""
+    local_batch, steps, rows, cols, _ = predictions.shape
+    devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+    return devices * local_batch * cols * sum(rows - step for step in range(1, steps + 1))
+
+
+def cpc_info_nce(predictions: jax.Array, targets: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """Contrastive predictive coding's InfoNCE (Oord et al. 2018; Hénaff et al. 2019) over the global
+    batch: L = mean over images n, steps k = 1..K, rows t < rows − k and columns j of
+    −log(exp(p·z_{n,t+k,j}) / Σ_{(m,u,v)} exp(p·z_{m,u,v})), p = W_k·c_{n,t,j}, the sum running over
+    every patch (m, u, v) of every image of the global batch: the positive plus all other patches
+    of its own image and of the other images as negatives.
+
+    `predictions` `[local_batch, steps, rows, cols, dim]` and `targets` `[local_batch, rows, cols,
+    dim]` as `cpc_logits` takes them (which see for the layout and the label offsets). With
+    `axis_name`, each device scores only its own predictions against the all-gathered targets of all
+    devices, sums their cross-entropies, divides by the global count N·cols·Σ_k (rows − k) and `psum`s
+    the partial sums: the returned scalar is L on every device. See the module docstring for the
+    gradient convention.
+    """
+    logits, labels = cpc_logits(predictions, targets, axis_name)
+    partial = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    partial = partial / _valid_prediction_count(predictions, axis_name)
+    return partial if axis_name is None else jax.lax.psum(partial, axis_name)
+
+
+def cpc_accuracy(predictions: jax.Array, targets: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """The fraction of CPC's valid predictions over the global batch whose positive scores strictly
+    highest among all candidates of `cpc_logits` (ties count as wrong); the same on every device."""
+    logits, labels = cpc_logits(predictions, targets, axis_name)
+    positive = jnp.take_along_axis(logits, labels[:, None], axis=1)
+    is_other = ~jax.nn.one_hot(labels, logits.shape[1], dtype=jnp.bool_)
+    best_other = jnp.max(jnp.where(is_other, logits, -jnp.inf), axis=1, keepdims=True)
+    partial = jnp.sum(positive > best_other) / _valid_prediction_count(predictions, axis_name)
     return partial if axis_name is None else jax.lax.psum(partial, axis_name)
