@@ -1,4 +1,4 @@
-"""What the SimCLR and MoCo experiments share: the encoder built from the config, the training run,
+"""What the SimCLR, MoCo and CPC experiments share: the encoder built from the config, the training run,
 and its end: the learned encoder's features against raw pixels and a randomly initialised encoder (weighted
 kNN and linear probe), the plots, `results.json`, and with `save_embeddings` the encoder's train and
 test features in `embeddings.npz`."""
@@ -26,11 +26,12 @@ def encoder(config: ml_collections.ConfigDict, **options):
 
 
 def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel,
-           state, start_variables: dict, method: str) -> dict:
+           state, start_variables: dict, method: str, *, embed_function=embed) -> dict:
     """Print the comparison table (learned encoder vs raw pixels vs the encoder it started from:
     its random initialisation, or the `init_from` encoder), write the plots, `results.json` and
-    (`save_embeddings`) the embeddings."""
-    embed_fn = functools.partial(embed, model)
+    (`save_embeddings`) the embeddings. `embed_function(model, variables, images)` gives the
+    encoder's features (`heads.embed`; CPC: `visionax.ssl.cpc.embed`)."""
+    embed_fn = functools.partial(embed_function, model)
     start = "initial encoder (init_from)" if config.init_from else "random encoder"
 
     def features_of(variables):
@@ -64,17 +65,18 @@ def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, mo
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel, state, step,
-          method: str) -> dict:
+          method: str, *, embed_function=embed) -> dict:
     """Train `state` with the per-device `step` through the loop (the kNN monitor every
-    `eval_every` steps) and `finish`: the run of SimCLR and MoCo after their own set-up."""
+    `eval_every` steps) and `finish`: the run of SimCLR, MoCo and CPC after their own set-up."""
     start_variables = state.variables
     state = loop.fit(config, workdir, state=state, per_device_step=step, batches=run.batches,
                      data_parallel=run.data_parallel, num_steps=config.epochs * run.batches.steps_per_epoch,
-                     evaluate=knn_monitor(config, run, model))
-    return finish(config, workdir, run, model, state, start_variables, method)
+                     evaluate=knn_monitor(config, run, model, embed_function=embed_function))
+    return finish(config, workdir, run, model, state, start_variables, method, embed_function=embed_function)
 
 
-def knn_monitor(config: ml_collections.ConfigDict, run: setup.Setup, model: ContrastiveModel):
+def knn_monitor(config: ml_collections.ConfigDict, run: setup.Setup, model: ContrastiveModel, *,
+                embed_function=embed):
     """The loop's evaluation: weighted kNN test accuracy of the encoder's features."""
-    return evaluate.knn_monitor(run.data_parallel, functools.partial(embed, model), run.train, run.test,
+    return evaluate.knn_monitor(run.data_parallel, functools.partial(embed_function, model), run.train, run.test,
                                 run.num_classes, config.batch_size)
