@@ -8,7 +8,7 @@ feature extractor, the top stage or every layer fine-tuned.
 
 Variant `cifar10_cpu`: the CIFAR-10 image folder, SimCLR pretrained on every training image without
 labels (the encoder of simclr_cifar10.py:cpu30, 5 epochs), then fine-tuned with 1% and 10% of the
-labels of the same ten classes (the semi-supervised setting of SimCLR's paper); 25 min on 2 CPU cores:
+labels of the same ten classes (the semi-supervised setting of SimCLR's paper); 31 min on 2 CPU cores:
 
     d=$(mktemp -d) && tar -xzf ../shared/data/cifar10-jpeg.tar.gz -C "$d" && \
     python -m experiments.finetune --config=experiments/configs/finetune.py:cifar10_cpu \
