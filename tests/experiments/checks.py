@@ -2,6 +2,7 @@
 on 1 or 8 devices and compared, and bad input stopping with a one-line UserError (exit status 2 on
 the command line) before anything is written to the workdir."""
 
+import json
 import pathlib
 
 import chex
@@ -15,6 +16,26 @@ from visionax.data.pipeline import Batches
 from visionax.errors import UserError
 from visionax.train import setup
 from visionax.train.metrics import read_metrics
+
+# What self_supervised.finish writes for every self-supervised experiment: the table and the learned
+# encoder's scores beside those of raw pixels and of the encoder it started from.
+EVALUATION_KEYS = {"title", "columns", "rows", "knn_accuracy", "probe_accuracy", "pixel_knn_accuracy",
+                   "random_knn_accuracy", "steps"}
+
+
+def assert_representation_table(result: dict, workdir: pathlib.Path, title: str) -> None:
+    """`result` is the results.json of `workdir`: self_supervised.finish's keys, a title starting
+    with `title`, the learned and random encoders' rows equal to the summary, a kNN accuracy above
+    chance (0.3 on ten classes) and the two plots written."""
+    results = json.loads((workdir / "results.json").read_text())
+    assert results == result and set(results) == EVALUATION_KEYS
+    assert results["title"].startswith(title), results["title"]
+    rows = {row["features"]: row for row in results["rows"]}
+    assert set(rows) == {"raw pixels", "random encoder", "learned encoder"}
+    assert rows["learned encoder"]["kNN accuracy"] == result["knn_accuracy"]
+    assert rows["random encoder"]["kNN accuracy"] == result["random_knn_accuracy"]
+    assert result["knn_accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert (workdir / "curves.png").stat().st_size > 0 and (workdir / "embedding.png").stat().st_size > 0
 
 
 def assert_user_error(experiment, config, workdir: pathlib.Path, message: str) -> None:

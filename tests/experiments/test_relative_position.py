@@ -1,16 +1,21 @@
 """`python -m experiments.relative_position` end to end on 8 fake devices with a tiny encoder, its
 config, and the shipped step on 8 devices against 1."""
 
-import json
 
 import pytest
 
 from experiments import relative_position
 from experiments.configs import relative_position as relative_position_config
 from experiments.configs import rotation as rotation_config
-from tests.experiments.checks import (assert_command_line_error, assert_same_run, assert_user_error,
-                                      run_shipped_steps, shipped, tiny)
-from tests.experiments.test_rotation import EVALUATION_KEYS
+from tests.experiments.checks import (
+    assert_command_line_error,
+    assert_representation_table,
+    assert_same_run,
+    assert_user_error,
+    run_shipped_steps,
+    shipped,
+    tiny,
+)
 from visionax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
@@ -26,15 +31,7 @@ def test_relative_position_learns_the_neighbours_place_and_ends_with_rotations_e
     # eight positions: chance is 0.125
     assert accuracies[0] < 0.25 and accuracies[-1] > accuracies[0] + 0.1, accuracies
     assert records[-1]["loss"] < records[0]["loss"] - 0.2
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results == result and set(results) == EVALUATION_KEYS
-    assert results["title"].startswith("Relative patch position on digits: 33 steps, 8 device(s)")
-    rows = {row["features"]: row for row in results["rows"]}
-    assert set(rows) == {"raw pixels", "random encoder", "learned encoder"}
-    assert rows["learned encoder"]["kNN accuracy"] == result["knn_accuracy"]
-    assert rows["random encoder"]["kNN accuracy"] == result["random_knn_accuracy"]
-    assert result["knn_accuracy"] > 0.3  # ten classes: chance is 0.1
-    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "embedding.png").stat().st_size > 0
+    assert_representation_table(result, tmp_path, "Relative patch position on digits: 33 steps, 8 device(s)")
 
 
 def test_config_uses_rotations_encoder_batch_and_optimizer_with_a_grid_that_fills_the_digits():

@@ -1,23 +1,25 @@
 """`python -m experiments.rotation` end to end on 8 fake devices with a tiny encoder, its config, and
 the shipped step on 8 devices against 1."""
 
-import json
 
 import pytest
 
 from experiments import rotation
 from experiments.configs import rotation as rotation_config
 from experiments.configs import simclr as simclr_config
-from tests.experiments.checks import (assert_command_line_error, assert_same_run, assert_user_error,
-                                      run_shipped_steps, shipped, tiny)
+from tests.experiments.checks import (
+    assert_command_line_error,
+    assert_representation_table,
+    assert_same_run,
+    assert_user_error,
+    run_shipped_steps,
+    shipped,
+    tiny,
+)
 from visionax.train.metrics import read_metrics
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
 
-# What self_supervised.finish writes for SimCLR and MoCo: the table and the learned encoder's scores
-# beside those of raw pixels and of the encoder it started from.
-EVALUATION_KEYS = {"title", "columns", "rows", "knn_accuracy", "probe_accuracy", "pixel_knn_accuracy",
-                   "random_knn_accuracy", "steps"}
 
 
 def test_rotation_learns_to_tell_rotations_and_ends_with_simclrs_evaluation(tmp_path, digits_dir):
@@ -30,15 +32,7 @@ def test_rotation_learns_to_tell_rotations_and_ends_with_simclrs_evaluation(tmp_
     # four rotations: chance is 0.25; measured 0.39 over the first 5 steps, 0.56 at the end
     assert accuracies[0] < 0.45 and accuracies[-1] > accuracies[0] + 0.1
     assert records[-1]["loss"] < records[0]["loss"] - 0.2
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results == result and set(results) == EVALUATION_KEYS
-    assert results["title"].startswith("Rotation prediction on digits: 33 steps, 8 device(s)")
-    rows = {row["features"]: row for row in results["rows"]}
-    assert set(rows) == {"raw pixels", "random encoder", "learned encoder"}
-    assert rows["learned encoder"]["kNN accuracy"] == result["knn_accuracy"]
-    assert rows["random encoder"]["kNN accuracy"] == result["random_knn_accuracy"]
-    assert result["knn_accuracy"] > 0.3  # ten classes: chance is 0.1
-    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "embedding.png").stat().st_size > 0
+    assert_representation_table(result, tmp_path, "Rotation prediction on digits: 33 steps, 8 device(s)")
 
 
 def test_config_uses_simclrs_digits_encoder_and_batch():

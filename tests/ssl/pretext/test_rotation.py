@@ -16,6 +16,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.ssl.pretext.checks import assert_eight_devices_equal_one
 from visionax.data.augment import ViewSettings, augment_view
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
@@ -205,15 +206,4 @@ def test_eight_devices_equal_one_device(images, one_device, impl):
     """8 devices, 2 different images each (views included), equal 1 device on all 16."""
     with jax.enable_x64(True):
         history, state, _ = run_step(8, impl, images, view_settings=VIEWS, steps=2)
-    expected_history, expected_state, initial = one_device
-    for metrics, expected in zip(history, expected_history):
-        np.testing.assert_allclose(metrics["loss"], expected["loss"], rtol=1e-10)
-        np.testing.assert_allclose(metrics["rotation_accuracy"], expected["rotation_accuracy"], rtol=1e-12)
-    assert history[1]["loss"] != history[0]["loss"]
-    assert jax.tree.leaves(state.params)[0].dtype == np.float64
-    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), state.params, initial.params)
-    assert min(jax.tree.leaves(moved)) > 0
-    chex.assert_trees_all_close(state.params, expected_state.params, rtol=1e-10, atol=1e-12)
-    chex.assert_trees_all_close(state.batch_stats, expected_state.batch_stats, rtol=1e-10, atol=1e-12)
-    chex.assert_trees_all_close(state.opt_state, expected_state.opt_state, rtol=1e-10, atol=1e-12)
-    assert int(state.step) == 2
+    assert_eight_devices_equal_one(history, state, one_device, "rotation_accuracy")

@@ -30,10 +30,9 @@ import ml_collections
 
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
-from visionax.evaluate.classification import accuracy
-from visionax.losses.classification import softmax_cross_entropy
 from visionax.parallel import DATA_AXIS
 from visionax.ssl.heads import ContrastiveModel, ProjectionHead
+from visionax.ssl.pretext.step import pretext_classification_step
 from visionax.train.state import TrainState
 
 __all__ = ["NEIGHBOUR_OFFSETS", "NUM_POSITIONS", "RelativePositionModel", "RelativePositionSettings",
@@ -204,13 +203,4 @@ def train_step_on_pairs(state: TrainState, pairs: jax.Array, labels: jax.Array) 
     BatchNorm sees 2 × global batch patches). Metrics: the loss and the position accuracy (the
     fraction of pairs whose neighbour position the head predicts)."""
 
-    def loss_fn(params):
-        logits, updates = state.apply_fn(
-            {**state.variables, "params": params}, pairs, train=True, mutable=["batch_stats"])
-        return softmax_cross_entropy(logits, labels), (logits, updates.get("batch_stats", {}))
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, DATA_AXIS)
-    batch_stats = jax.lax.pmean(batch_stats, DATA_AXIS)  # already equal with synchronised BN
-    metrics = jax.lax.pmean({"loss": loss, "position_accuracy": accuracy(logits, labels)}, DATA_AXIS)
-    return state.apply_gradients(grads, batch_stats=batch_stats), metrics
+    return pretext_classification_step(state, pairs, labels, "position_accuracy")

@@ -22,10 +22,9 @@ import ml_collections
 from visionax.data.augment import ViewSettings, augment_view
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
-from visionax.evaluate.classification import accuracy
-from visionax.losses.classification import softmax_cross_entropy
 from visionax.parallel import DATA_AXIS
 from visionax.ssl.heads import ProjectionHead
+from visionax.ssl.pretext.step import pretext_classification_step
 from visionax.train.state import TrainState
 
 __all__ = ["NUM_ROTATIONS", "RotationSettings", "augmented_images", "check_square", "rotate", "rotation_batch",
@@ -124,13 +123,4 @@ def train_step_on_images(state: TrainState, images: jax.Array) -> tuple[TrainSta
     images whose quarter turns the head predicts)."""
     rotated, labels = rotation_batch(images)
 
-    def loss_fn(params):
-        logits, updates = state.apply_fn(
-            {**state.variables, "params": params}, rotated, train=True, mutable=["batch_stats"])
-        return softmax_cross_entropy(logits, labels), (logits, updates.get("batch_stats", {}))
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.pmean(grads, DATA_AXIS)
-    batch_stats = jax.lax.pmean(batch_stats, DATA_AXIS)  # already equal with synchronised BN
-    metrics = jax.lax.pmean({"loss": loss, "rotation_accuracy": accuracy(logits, labels)}, DATA_AXIS)
-    return state.apply_gradients(grads, batch_stats=batch_stats), metrics
+    return pretext_classification_step(state, rotated, labels, "rotation_accuracy")
