@@ -21,7 +21,6 @@ from visionax.train.metrics import read_metrics
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
 
 
-
 def test_rotation_learns_to_tell_rotations_and_ends_with_simclrs_evaluation(tmp_path, digits_dir):
     config = tiny(rotation_config.get_config(), digits_dir)
     config.epochs = 3
