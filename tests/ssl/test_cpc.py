@@ -9,15 +9,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
+from tests.ssl.tiny import float64_state
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
 from visionax.losses import cpc_accuracy, cpc_info_nce
 from visionax.parallel import DataParallel, make_mesh
 from visionax.ssl import cpc
-from visionax.train.state import create_train_state
 
 
 def patch_grid_reference(images, patch_size, stride):
@@ -96,12 +95,6 @@ def tiny_model():
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).integers(0, 256, size=(16, 8, 8, 1), dtype=np.uint8)
-
-
-def float64_state(model):
-    state = create_train_state(jax.random.key(0), model, optax.sgd(0.5, momentum=0.9), (8, 8, 1))
-    params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.params)
-    return state.replace(params=params, opt_state=state.tx.init(params))
 
 
 def run(devices, impl, images, steps=2):

@@ -8,13 +8,13 @@ difference between the sharded and the single-device step would show.
 import functools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from tests.ssl.tiny import TinyEncoder, float64_state
 from visionax.data.augment import ViewSettings
 from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
 from visionax.ssl import simclr
@@ -22,29 +22,9 @@ from visionax.ssl.heads import ContrastiveModel, ProjectionHead, embed
 from visionax.train.state import create_train_state
 
 
-class TinyEncoder(nn.Module):
-    """3×3 convolution, BatchNorm synchronised over `bn_axis_name`, ReLU, global average pool."""
-
-    bn_axis_name: str | None = DATA_AXIS
-
-    @nn.compact
-    def __call__(self, images, train=False):
-        x = nn.Conv(4, (3, 3), use_bias=False)(images)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.bn_axis_name)(x)
-        return jnp.mean(nn.relu(x), axis=(1, 2))
-
-
 def tiny_model(dtype=jnp.float32):
     return ContrastiveModel(TinyEncoder(), ProjectionHead(hidden_dim=8, output_dim=6, num_layers=2,
                                                           bn_axis_name=DATA_AXIS, dtype=dtype))
-
-
-def float64_state(model):
-    """A step-0 state whose parameters and statistics are float64 (call under `jax.enable_x64`)."""
-    state = create_train_state(jax.random.key(0), model, optax.sgd(0.5, momentum=0.9), (8, 8, 1))
-    params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.params)
-    return state.replace(params=params, opt_state=state.tx.init(params),
-                         batch_stats=jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.batch_stats))
 
 
 @pytest.fixture(scope="module")

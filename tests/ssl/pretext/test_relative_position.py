@@ -10,7 +10,6 @@ summation order of the synchronised BatchNorm), float64 to about 1e-15.
 import functools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +17,7 @@ import optax
 import pytest
 
 from tests.ssl.pretext.checks import assert_eight_devices_equal_one
+from tests.ssl.tiny import TinyEncoder, float64_state
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
 from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
@@ -172,18 +172,6 @@ def test_patches_that_do_not_fit_are_a_one_line_user_error_naming_the_sizes_that
     rp.RelativePositionSettings(patch_size=2, gap=1, jitter=0).check_fits((8, 8, 1))  # the digits' grid fits
 
 
-class TinyEncoder(nn.Module):
-    """3×3 convolution, BatchNorm synchronised over `bn_axis_name`, ReLU, global average pool."""
-
-    bn_axis_name: str | None = DATA_AXIS
-
-    @nn.compact
-    def __call__(self, images, train=False):
-        x = nn.Conv(4, (3, 3), use_bias=False)(images)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.bn_axis_name)(x)
-        return jnp.mean(nn.relu(x), axis=(1, 2))
-
-
 def tiny_model(head_layers=2, bn_axis_name=DATA_AXIS, dtype=jnp.float64):
     settings = rp.RelativePositionSettings(head_layers=head_layers, head_hidden_dim=8)
     return rp.RelativePositionModel(TinyEncoder(bn_axis_name),
@@ -203,16 +191,6 @@ def test_the_model_classifies_pairs_and_embeds_whole_images():
     assert features.shape == (3, 4)
 
 
-def float64_state(model, channels):
-    """A step-0 state whose parameters and statistics are float64 (call under `jax.enable_x64`)."""
-    from visionax.train.state import create_train_state
-
-    state = create_train_state(jax.random.key(0), model, optax.sgd(0.5, momentum=0.9), (2, 2, 2, channels))
-    params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.params)
-    return state.replace(params=params, opt_state=state.tx.init(params),
-                         batch_stats=jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.batch_stats))
-
-
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).integers(0, 256, size=(16, 12, 12, 3), dtype=np.uint8)
@@ -223,7 +201,7 @@ def run_step(devices, impl, images, *, head_layers=2, steps=1, settings=SETTINGS
     (metrics of each step, final state, initial state)."""
     data_parallel = DataParallel(make_mesh(jax.devices()[:devices]), impl)
     step = data_parallel.step(functools.partial(rp.train_step, settings=settings), donate=False)
-    initial = float64_state(tiny_model(head_layers), images.shape[-1])
+    initial = float64_state(tiny_model(head_layers), (2, 2, 2, images.shape[-1]))
     state, history = data_parallel.put_state(initial), []
     for _ in range(steps):
         state, metrics = step(state, data_parallel.put_batch({"image": images}))

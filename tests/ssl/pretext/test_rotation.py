@@ -9,7 +9,6 @@ summation order of the synchronised BatchNorm), float64 to about 1e-15.
 import functools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,13 +16,13 @@ import optax
 import pytest
 
 from tests.ssl.pretext.checks import assert_eight_devices_equal_one
+from tests.ssl.tiny import TinyEncoder, float64_state
 from visionax.data.augment import ViewSettings, augment_view
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
 from visionax.parallel import DATA_AXIS, DataParallel, make_mesh
 from visionax.ssl.heads import ContrastiveModel
 from visionax.ssl.pretext import rotation
-from visionax.train.state import create_train_state
 
 VIEWS = ViewSettings(output_size=(8, 8), area_range=(0.5, 1.0), flip_probability=0.0, jitter_strength=0.5)
 
@@ -86,30 +85,10 @@ def test_the_default_head_is_one_linear_layer_with_four_outputs():
     assert list(params) == ["Dense_0"] and params["Dense_0"]["kernel"].shape == (5, 4)
 
 
-class TinyEncoder(nn.Module):
-    """3×3 convolution, BatchNorm synchronised over `bn_axis_name`, ReLU, global average pool."""
-
-    bn_axis_name: str | None = DATA_AXIS
-
-    @nn.compact
-    def __call__(self, images, train=False):
-        x = nn.Conv(4, (3, 3), use_bias=False)(images)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, axis_name=self.bn_axis_name)(x)
-        return jnp.mean(nn.relu(x), axis=(1, 2))
-
-
 def tiny_model(head_layers, bn_axis_name=DATA_AXIS):
     settings = rotation.RotationSettings(head_layers=head_layers, head_hidden_dim=8)
     return ContrastiveModel(TinyEncoder(bn_axis_name),
                             rotation.rotation_head(settings, bn_axis_name=bn_axis_name, dtype=jnp.float64))
-
-
-def float64_state(model):
-    """A step-0 state whose parameters and statistics are float64 (call under `jax.enable_x64`)."""
-    state = create_train_state(jax.random.key(0), model, optax.sgd(0.5, momentum=0.9), (8, 8, 1))
-    params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.params)
-    return state.replace(params=params, opt_state=state.tx.init(params),
-                         batch_stats=jax.tree.map(lambda leaf: leaf.astype(jnp.float64), state.batch_stats))
 
 
 @pytest.fixture(scope="module")
