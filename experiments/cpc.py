@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import pathlib
 
-import jax
 import ml_collections
 
 from experiments import self_supervised
 from visionax import cli, parallel
 from visionax.ssl import cpc
-from visionax.train import optimizer, setup
-from visionax.train.state import create_train_state
+from visionax.train import setup
 
 NAME = "cpc"
 CONFIG = pathlib.Path(__file__).parent / "configs" / f"{NAME}.py"
@@ -30,10 +28,7 @@ def create(config: ml_collections.ConfigDict, run: setup.Setup):
     the step-0 state and the per-device step, for the batches of `run`."""
     settings = cpc.CPCSettings.from_config(config)
     model = cpc.cpc_model(settings, self_supervised.encoder(config, bn_axis_name=parallel.DATA_AXIS))
-    num_steps = config.epochs * run.batches.steps_per_epoch
-    tx = optimizer.create_optimizer(config, total_steps=num_steps, steps_per_epoch=run.batches.steps_per_epoch)
-    state = create_train_state(jax.random.PRNGKey(config.seed), model, tx, run.image_shape,
-                               init_from=config.init_from)
+    state = self_supervised.create_state(config, run, model)
     return model, state, cpc.train_step
 
 

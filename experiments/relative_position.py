@@ -14,15 +14,13 @@ from __future__ import annotations
 import functools
 import pathlib
 
-import jax
 import ml_collections
 
 from experiments import self_supervised
 from visionax import cli, parallel
 from visionax.ssl.pretext import relative_position
-from visionax.train import optimizer, setup
+from visionax.train import setup
 from visionax.train.precision import compute_dtype
-from visionax.train.state import create_train_state
 
 NAME = "relative_position"
 CONFIG = pathlib.Path(__file__).parent / "configs" / f"{NAME}.py"
@@ -38,10 +36,8 @@ def create(config: ml_collections.ConfigDict, run: setup.Setup):
         head=relative_position.position_head(settings, bn_axis_name=parallel.DATA_AXIS,
                                              dtype=compute_dtype(config.dtype)),
     )
-    num_steps = config.epochs * run.batches.steps_per_epoch
-    tx = optimizer.create_optimizer(config, total_steps=num_steps, steps_per_epoch=run.batches.steps_per_epoch)
     pair_shape = (2, settings.patch_size, settings.patch_size, run.image_shape[2])  # one pair initialises
-    state = create_train_state(jax.random.PRNGKey(config.seed), model, tx, pair_shape, init_from=config.init_from)
+    state = self_supervised.create_state(config, run, model, pair_shape)
     return model, state, functools.partial(relative_position.train_step, settings=settings)
 
 

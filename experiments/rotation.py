@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import pathlib
 
-import jax
 import ml_collections
 
 from experiments import self_supervised
@@ -21,9 +20,8 @@ from visionax import cli, parallel
 from visionax.data.augment import ViewSettings
 from visionax.ssl.heads import ContrastiveModel
 from visionax.ssl.pretext import rotation
-from visionax.train import optimizer, setup
+from visionax.train import setup
 from visionax.train.precision import compute_dtype
-from visionax.train.state import create_train_state
 
 NAME = "rotation"
 CONFIG = pathlib.Path(__file__).parent / "configs" / f"{NAME}.py"
@@ -39,10 +37,7 @@ def create(config: ml_collections.ConfigDict, run: setup.Setup):
         encoder=self_supervised.encoder(config, bn_axis_name=parallel.DATA_AXIS),
         head=rotation.rotation_head(settings, bn_axis_name=parallel.DATA_AXIS, dtype=compute_dtype(config.dtype)),
     )
-    num_steps = config.epochs * run.batches.steps_per_epoch
-    tx = optimizer.create_optimizer(config, total_steps=num_steps, steps_per_epoch=run.batches.steps_per_epoch)
-    state = create_train_state(jax.random.PRNGKey(config.seed), model, tx, run.image_shape,
-                               init_from=config.init_from)
+    state = self_supervised.create_state(config, run, model)
     return model, state, functools.partial(rotation.train_step, view_settings=view_settings)
 
 

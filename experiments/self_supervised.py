@@ -1,7 +1,7 @@
-"""What the SimCLR, MoCo and CPC experiments share: the encoder built from the config, the training run,
-and its end: the learned encoder's features against raw pixels and a randomly initialised encoder (weighted
-kNN and linear probe), the plots, `results.json`, and with `save_embeddings` the encoder's train and
-test features in `embeddings.npz`."""
+"""What the self-supervised experiments (SimCLR, MoCo, CPC, the pretext tasks) share: the encoder
+built from the config, the step-0 state, the training run, and its end: the learned encoder's features
+against raw pixels and a randomly initialised encoder (weighted kNN and linear probe), the plots,
+`results.json`, and with `save_embeddings` the encoder's train and test features in `embeddings.npz`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from visionax import evaluate, report
 from visionax.ssl.heads import ContrastiveModel, embed
-from visionax.train import loop, setup
+from visionax.train import loop, optimizer, setup
+from visionax.train.state import TrainState, create_train_state
 
 EMBEDDINGS_FILE = "embeddings.npz"
 
@@ -23,6 +24,15 @@ def encoder(config: ml_collections.ConfigDict, **options):
     """The backbone `config.model` as a feature extractor `[batch, h, w, c] → [batch, features]`;
     `options` such as `bn_axis_name` or `bn_splits` add to `config.model_options`."""
     return setup.model_from_config(config, None, **options)
+
+
+def create_state(config: ml_collections.ConfigDict, run: setup.Setup, model, input_shape=None) -> TrainState:
+    """The step-0 state of `model` (initialised on one input of `input_shape`, default the images'; or
+    from `config.init_from`) with `config`'s optimizer and schedule over `config.epochs` epochs of `run`."""
+    num_steps = config.epochs * run.batches.steps_per_epoch
+    tx = optimizer.create_optimizer(config, total_steps=num_steps, steps_per_epoch=run.batches.steps_per_epoch)
+    return create_train_state(jax.random.PRNGKey(config.seed), model, tx, input_shape or run.image_shape,
+                              init_from=config.init_from)
 
 
 def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel,
