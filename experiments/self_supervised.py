@@ -1,6 +1,7 @@
 """What the self-supervised experiments (SimCLR, MoCo, CPC, the pretext tasks) share: the encoder
 built from the config, the step-0 state, the training run, and its end: the learned encoder's features
-against raw pixels and a randomly initialised encoder (weighted kNN and linear probe), the plots,
+against raw pixels and a randomly initialised encoder (weighted kNN and linear probe with all, 10% and
+1% of the training labels, the same subsets for every row: `evaluate.label_efficiency`), the plots,
 `results.json`, and with `save_embeddings` the encoder's train and test features in `embeddings.npz`."""
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, mo
     }
     rows, scores = [], {}
     for name, (train, test) in candidates.items():
-        scores[name] = evaluate.feature_scores(train, test, run.train, run.test, run.num_classes)
-        rows.append([name, train.shape[1], scores[name]["knn_accuracy"], scores[name]["probe_accuracy"]])
+        scores[name] = evaluate.label_efficiency(train, test, run.train, run.test, run.num_classes, config.seed)
+        rows.append([name, train.shape[1], *label_efficiency_cells(scores[name])])
     learned_train, learned_test = candidates["learned encoder"]
     workdir_path = pathlib.Path(workdir)
     if config.save_embeddings and jax.process_index() == 0:
@@ -66,12 +67,25 @@ def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, mo
              report.plot_embedding(learned_test, run.test.labels, workdir_path / "embedding.png")]
     table = report.Table(
         f"{method} on {run.spec.name}: {int(state.step)} steps, {run.data_parallel.device_count} device(s), "
-        f"{config.model}", ["features", "dimension", "kNN accuracy", "linear probe accuracy"], rows)
-    learned = scores["learned encoder"]
+        f"{config.model}", ["features", "dimension", *LABEL_EFFICIENCY_COLUMNS], rows)
+    learned, all_labels = scores["learned encoder"], evaluate.fraction_name(1.0)
     return report.finish(workdir, table, plots=plots, summary={
-        "knn_accuracy": learned["knn_accuracy"], "probe_accuracy": learned["probe_accuracy"],
-        "pixel_knn_accuracy": scores["raw pixels"]["knn_accuracy"],
-        "random_knn_accuracy": scores[start]["knn_accuracy"], "steps": int(state.step)})
+        "knn_accuracy": learned[all_labels]["knn_accuracy"], "probe_accuracy": learned[all_labels]["probe_accuracy"],
+        "pixel_knn_accuracy": scores["raw pixels"][all_labels]["knn_accuracy"],
+        "random_knn_accuracy": scores[start][all_labels]["knn_accuracy"], "steps": int(state.step),
+        "label_efficiency": scores})
+
+
+# kNN and linear probe accuracy with all the training labels, then with 10% and 1% of them
+LABEL_EFFICIENCY_COLUMNS = ["kNN accuracy", "linear probe accuracy"] + [
+    f"{method} ({evaluate.fraction_name(fraction)} labels)"
+    for fraction in evaluate.LABEL_FRACTIONS[1:] for method in ("kNN", "probe")]
+
+
+def label_efficiency_cells(scores: dict[str, dict[str, float]]) -> list[float]:
+    """The `LABEL_EFFICIENCY_COLUMNS` cells of one representation's `evaluate.label_efficiency` scores."""
+    return [scores[evaluate.fraction_name(fraction)][metric]
+            for fraction in evaluate.LABEL_FRACTIONS for metric in ("knn_accuracy", "probe_accuracy")]
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel, state, step,

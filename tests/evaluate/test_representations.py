@@ -13,6 +13,7 @@ import pytest
 from visionax import evaluate, parallel
 from visionax.data.pipeline import ArraySource
 from visionax.data.preprocess import model_input
+from visionax.data.subsets import stratified_fraction
 
 
 class Flatten(nn.Module):
@@ -58,3 +59,32 @@ def test_monitor_and_scores_equal_the_direct_computation(splits):
     probe, _ = evaluate.linear_probe(direct[0], train.labels, direct[1], test.labels, 3)
     assert scores["probe_accuracy"] == pytest.approx(probe)
 
+
+
+def test_label_efficiency_scores_each_share_of_the_labels_on_its_stratified_subset(splits):
+    """With 1% of 64 labels: one example of each of the 3 classes; with 50%: half of each class, the
+    examples of the smaller share among them (nested); 100%: every example."""
+    train, test = splits
+    rng = np.random.default_rng(1)
+    train_features, test_features = rng.normal(size=(64, 5)), rng.normal(size=(32, 5))
+    scores = evaluate.label_efficiency(train_features, test_features, train, test, 3, seed=4,
+                                       fractions=(1.0, 0.5, 0.01))
+    assert list(scores) == ["100%", "50%", "1%"]
+    assert scores["100%"] == evaluate.feature_scores(train_features, test_features, train, test, 3)
+    counts = np.bincount(train.labels, minlength=3)
+    one = np.array([np.flatnonzero(train.labels == label)[np.random.default_rng([4, 0, label]).permutation(count)[0]]
+                    for label, count in enumerate(counts)])
+    np.testing.assert_array_equal(np.sort(one), stratified_fraction(train.labels, 0.01, 4))
+    expected = evaluate.feature_scores(train_features[np.sort(one)], test_features,
+                                       ArraySource(train.images[np.sort(one)], train.labels[np.sort(one)]), test, 3)
+    assert scores["1%"] == expected
+    # kNN over the three labelled examples: each test point takes the label of its most similar one, mostly
+    unit = train_features[np.sort(one)] / np.linalg.norm(train_features[np.sort(one)], axis=1, keepdims=True)
+    nearest = train.labels[np.sort(one)][np.argmax(test_features @ unit.T, axis=1)]
+    weights = np.exp(test_features @ unit.T / np.linalg.norm(test_features, axis=1, keepdims=True) / 0.1)
+    votes = np.stack([weights[:, train.labels[np.sort(one)] == c].sum(axis=1) for c in range(3)], axis=1)
+    np.testing.assert_array_equal(np.argmax(votes, axis=1), nearest)
+    assert scores["1%"]["knn_accuracy"] == pytest.approx(np.mean(nearest == test.labels))
+    half = stratified_fraction(train.labels, 0.5, 4)
+    np.testing.assert_array_equal(np.bincount(train.labels[half], minlength=3), np.maximum(1, np.round(0.5 * counts)))
+    assert set(np.sort(one)) <= set(half)

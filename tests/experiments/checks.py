@@ -20,12 +20,12 @@ from visionax.train.metrics import read_metrics
 # What self_supervised.finish writes for every self-supervised experiment: the table and the learned
 # encoder's scores beside those of raw pixels and of the encoder it started from.
 EVALUATION_KEYS = {"title", "columns", "rows", "knn_accuracy", "probe_accuracy", "pixel_knn_accuracy",
-                   "random_knn_accuracy", "steps"}
+                   "random_knn_accuracy", "steps", "label_efficiency"}
 
 
 def assert_representation_table(result: dict, workdir: pathlib.Path, title: str) -> None:
     """`result` is the results.json of `workdir`: self_supervised.finish's keys, a title starting
-    with `title`, the learned and random encoders' rows equal to the summary, a kNN accuracy above
+    with `title`, the rows (all, 10% and 1% of the labels) equal to the summary, a kNN accuracy above
     chance (0.3 on ten classes) and the two plots written."""
     results = json.loads((workdir / "results.json").read_text())
     assert results == result and set(results) == EVALUATION_KEYS
@@ -34,6 +34,9 @@ def assert_representation_table(result: dict, workdir: pathlib.Path, title: str)
     assert set(rows) == {"raw pixels", "random encoder", "learned encoder"}
     assert rows["learned encoder"]["kNN accuracy"] == result["knn_accuracy"]
     assert rows["random encoder"]["kNN accuracy"] == result["random_knn_accuracy"]
+    for name, scores in result["label_efficiency"].items():  # the columns with 10% and 1% of the labels
+        assert rows[name]["probe (1% labels)"] == scores["1%"]["probe_accuracy"]
+        assert rows[name]["kNN (10% labels)"] == scores["10%"]["knn_accuracy"]
     assert result["knn_accuracy"] > 0.3  # ten classes: chance is 0.1
     assert (workdir / "curves.png").stat().st_size > 0 and (workdir / "embedding.png").stat().st_size > 0
 

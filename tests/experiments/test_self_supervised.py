@@ -11,6 +11,8 @@ from experiments import self_supervised
 from experiments.configs import simclr as simclr_config
 from tests.experiments.checks import tiny
 from visionax import evaluate, parallel
+from visionax.data.pipeline import ArraySource
+from visionax.data.subsets import stratified_fraction
 from visionax.ssl.heads import ContrastiveModel, ProjectionHead, embed
 from visionax.train import setup
 from visionax.train.state import initial_variables
@@ -40,11 +42,21 @@ def test_finish_compares_writes_results_and_embeddings(tmp_path, digits_dir):
                                                  split.images, 64) for split in (run.train, run.test)]
                 for name, variables in (("random encoder", start), ("learned encoder", trained))}
     features["raw pixels"] = [evaluate.pixel_features(split.images) for split in (run.train, run.test)]
+    assert results["columns"] == ["features", "dimension", "kNN accuracy", "linear probe accuracy", "kNN (10% labels)",
+                                  "probe (10% labels)", "kNN (1% labels)", "probe (1% labels)"]
     for name, (train, test) in features.items():
         scores = evaluate.feature_scores(train, test, run.train, run.test, run.num_classes)
         assert rows[name]["kNN accuracy"] == scores["knn_accuracy"]
         assert rows[name]["linear probe accuracy"] == scores["probe_accuracy"]
         assert rows[name]["dimension"] == train.shape[1]
+        # 1% of the labels: one example of each digit (about 144 per class), the subset of the config's seed
+        kept = stratified_fraction(run.train.labels, 0.01, config.seed)
+        np.testing.assert_array_equal(np.bincount(run.train.labels[kept]), np.ones(10))
+        subset = ArraySource(run.train.images[kept], run.train.labels[kept])
+        few = evaluate.feature_scores(train[kept], test, subset, run.test, run.num_classes)
+        assert (rows[name]["kNN (1% labels)"], rows[name]["probe (1% labels)"]) == (
+            few["knn_accuracy"], few["probe_accuracy"])
+        assert results["label_efficiency"][name]["1%"] == few
     saved = np.load(tmp_path / "embeddings.npz")
     np.testing.assert_allclose(saved["train"], features["learned encoder"][0], rtol=1e-6)
     np.testing.assert_array_equal(saved["test_labels"], run.test.labels)

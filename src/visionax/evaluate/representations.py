@@ -1,7 +1,8 @@
 """How good a representation is, measured the same way for every encoder: the weighted kNN
 classifier (k = 200, τ = 0.1) and the linear probe on frozen features, for learned features beside
 raw pixels and a randomly initialised encoder (the comparison every self-supervised experiment ends
-with), and the kNN monitor the training loop calls."""
+with), both again with 10% and 1% of the training labels (the label-efficiency view that is the point of
+self-supervision), and the kNN monitor the training loop calls."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from visionax.data.pipeline import ArraySource
+from visionax.data.subsets import stratified_fraction
 from visionax.data.preprocess import model_input
 from visionax.evaluate.batches import map_over_batches
 from visionax.evaluate.knn import knn_accuracy
@@ -18,7 +20,10 @@ from visionax.parallel import DataParallel
 
 Embed = Callable[[dict, np.ndarray], np.ndarray]  # (variables, uint8 images) -> features, per device
 
-__all__ = ["pixel_features", "encoder_features", "feature_scores", "knn_monitor"]
+LABEL_FRACTIONS = (1.0, 0.1, 0.01)  # the shares of the training labels every representation is scored with
+
+__all__ = ["LABEL_FRACTIONS", "pixel_features", "encoder_features", "feature_scores", "label_efficiency",
+           "fraction_name", "knn_monitor"]
 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:
@@ -40,6 +45,25 @@ def feature_scores(train_features: np.ndarray, test_features: np.ndarray, train:
     knn = knn_accuracy(train_features, train.labels, test_features, test.labels, num_classes)
     probe, _ = linear_probe(train_features, train.labels, test_features, test.labels, num_classes)
     return {"knn_accuracy": knn, "probe_accuracy": probe}
+
+
+def fraction_name(fraction: float) -> str:
+    """The label share as the tables write it: 1.0 → "100%", 0.01 → "1%"."""
+    return f"{fraction:.0%}"
+
+
+def label_efficiency(train_features: np.ndarray, test_features: np.ndarray, train: ArraySource, test: ArraySource,
+                     num_classes: int, seed: int, fractions=LABEL_FRACTIONS) -> dict[str, dict[str, float]]:
+    """`{fraction_name(f): feature_scores(...)}` with only the labelled training examples of each share f:
+    max(1, round(f·n_c)) of every class c (`visionax.data.subsets.stratified_fraction` of `seed`, the same
+    subsets for every representation, nested as f grows); the test set is always whole."""
+    scores = {}
+    for fraction in fractions:
+        kept = stratified_fraction(train.labels, fraction, seed)
+        subset = ArraySource(train.images[kept], train.labels[kept])
+        scores[fraction_name(fraction)] = feature_scores(train_features[kept], test_features, subset, test,
+                                                         num_classes)
+    return scores
 
 
 def knn_monitor(data_parallel: DataParallel, embed: Embed, train: ArraySource, test: ArraySource,
