@@ -37,16 +37,24 @@ def stopping_rule(config: ml_collections.ConfigDict, run: setup.Setup) -> early_
     return rule
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    transfer.Transfer.from_config(config)  # a bad setting stops before the data is read
-    run = setup.setup(config)
-    stopping = stopping_rule(config, run)
+def create(config: ml_collections.ConfigDict, run: setup.Setup):
+    """The classifier, its step-0 state (with `init_from` and the transfer settings applied) and the
+    per-device supervised step of `config`, for the batches of `run`."""
     settings = supervised.SupervisedSettings.from_config(config, run.num_classes)
     model = setup.model_from_config(config, run.num_classes)
     num_steps = config.epochs * run.batches.steps_per_epoch
     tx = optimizer.create_optimizer(config, total_steps=num_steps, steps_per_epoch=run.batches.steps_per_epoch)
     state, step = transfer.create(config, model, tx, run.image_shape,
                                   functools.partial(supervised.train_step, settings=settings))
+    return model, state, step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    transfer.Transfer.from_config(config)  # a bad setting stops before the data is read
+    run = setup.setup(config)
+    stopping = stopping_rule(config, run)
+    model, state, step = create(config, run)
+    num_steps = config.epochs * run.batches.steps_per_epoch
     predict = functools.partial(supervised.predict, apply_fn=model.apply)
 
     def metrics_of(state, split):
