@@ -46,3 +46,18 @@ def test_bad_batch_sizes_are_user_errors():
         Batches(make_source(), 64, seed=0)
     with pytest.raises(UserError, match="not divisible by the 3 hosts"):
         Batches(make_source(), 8, seed=0, process_index=0, process_count=3)
+
+
+def test_a_split_in_memory_gives_the_batches_read_record_by_record():
+    """The gather of an `ArraySource` and the record-by-record read of the same records (a plain sequence
+    of dicts, as a TFDS data source is) give equal batches, dtypes and shapes, on every host."""
+    source = make_source()
+    records = [{"image": source.images[index, ..., 0], "label": int(source.labels[index])} for index in range(50)]
+    for process_index in range(3):
+        in_memory, by_record = (Batches(split, 12, seed=1, process_index=process_index, process_count=3)
+                                for split in (source, records))
+        for step in (0, 3, 4, 9):
+            gathered, read = in_memory.host_batch(step), by_record.host_batch(step)
+            for key in ("image", "label"):
+                np.testing.assert_array_equal(gathered[key], read[key])
+                assert (gathered[key].dtype, gathered[key].shape) == (read[key].dtype, read[key].shape)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from visionax import data
+from visionax.data.pipeline import ArraySource
 from visionax.errors import UserError
 from visionax.train import setup
 
@@ -25,6 +26,22 @@ def test_setup_reads_the_dataset_and_the_mesh(digits_dir):
     assert run.data_parallel.device_count == 8 and run.num_classes == 10 and run.image_shape == (8, 8, 1)
     assert len(run.train.labels) == len(run.batches.source) == 1797 - len(labels)
     assert run.batches.steps_per_epoch == len(run.train.labels) // 64
+
+
+@pytest.mark.parametrize("limit_mb, held", [(0.0921, True), (0.092, False)])
+def test_a_training_split_within_the_limit_is_held_in_memory_with_the_same_batches(digits_dir, limit_mb, held):
+    """The digits' 1,438 training images of 8×8×1 bytes take 0.092032 MB."""
+    def data_config(limit):
+        return {"name": "digits", "folder": "", "image_size": 32, "data_dir": digits_dir, "in_memory_mb": limit}
+
+    run = setup.setup(config(digits_dir, data=data_config(limit_mb)))
+    assert isinstance(run.batches.source, ArraySource) == held
+    by_record = setup.setup(config(digits_dir, data=data_config(0.0)))
+    assert not isinstance(by_record.batches.source, ArraySource)
+    for step in (0, 7, 40):
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(run.batches.host_batch(step)[key], by_record.batches.host_batch(step)[key])
+    np.testing.assert_array_equal(run.train.images, by_record.train.images)
 
 
 def test_model_from_config_takes_the_options_and_overrides():

@@ -4,7 +4,8 @@ Batch `step` of a run is a pure function of `(seed, step)`: epoch `e = step // s
 the source in the order of a permutation drawn from `(seed, e)`, and host `p` of `P` takes its
 contiguous `1/P` share of each global batch. So the same seed gives the same batches, every epoch is
 shuffled anew, a resumed run reads exactly the batches an uninterrupted one would, and each host reads
-only its own shard.
+only its own shard. A split held in memory (`ArraySource`, what `visionax.train.setup` makes of any split
+below `config.data.in_memory_mb`) gives the same batches by one gather instead of record by record.
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ class Batches:
         return batch[self.process_index * host_size : (self.process_index + 1) * host_size]
 
     def host_batch(self, step: int) -> dict[str, np.ndarray]:
-        records = [self.source[index] for index in self.indices(step).tolist()]
+        indices = self.indices(step)
+        if isinstance(self.source, ArraySource):  # a split held in memory: one gather, no records
+            return {"image": self.source.images[indices], "label": self.source.labels[indices]}
+        records = [self.source[index] for index in indices.tolist()]
         images = np.stack([np.asarray(record["image"], np.uint8) for record in records])
         if images.ndim == 3:
             images = images[..., None]

@@ -2,7 +2,8 @@
 
 A workdir belongs to one config (`claim_workdir`): resuming with another config is a one-line error,
 except for the keys that cannot change the result (`RESUMABLE_KEYS`: how often to log, evaluate and
-save, how many checkpoints to keep, whether to write embeddings), and to one run at a time
+save, how many checkpoints to keep, whether to write embeddings, whether the data is held in memory),
+and to one run at a time
 (`WorkdirLock`). Faults a person can meet are one-line errors or one warning, never a lost
 checkpoint: a save that fails (a full disk) keeps the previous checkpoints; an unreadable newest
 checkpoint (a truncated copy) is set aside as `<step>.unreadable` and the previous one resumed; a
@@ -34,7 +35,8 @@ BEST_CHECKPOINT_DIR = "best_checkpoint"
 LOCK_FILE = ".lock"
 UNREADABLE_SUFFIX = ".unreadable"
 # Keys whose change cannot change a run's parameters: a resume may change them.
-RESUMABLE_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "save_embeddings")
+RESUMABLE_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "save_embeddings",
+                  "data.in_memory_mb")
 
 __all__ = ["CONFIG_FILE", "RESUMABLE_KEYS", "config_json", "claim_workdir", "WorkdirLock", "manager", "best_manager",
            "save", "wait", "restore_latest", "load_variables"]

@@ -6,6 +6,8 @@ keeps some classes of both splits, relabelled 0..k−1 in the order given; `conf
 holds out that share of each class of the training split for validation; `config.data.label_fraction`
 then keeps that share of each class of what is left for training (the labelled subset). All are
 drawn from the labels and `config.seed`, so every run with the same config reads the same examples.
+A training split whose images take at most `config.data.in_memory_mb` megabytes (default 4,000) is read
+once into memory, and its batches are gathered by index: the same batches as record by record.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from visionax.data.pipeline import ArraySource, Batches
 from visionax.data.subsets import SubsetSource, class_indices, parse_classes, stratified_fraction, validation_split
 from visionax.train.precision import compute_dtype
 
-__all__ = ["Setup", "setup", "model_from_config"]
+IN_MEMORY_MB = 4000.0  # training splits up to this size are held in memory (config.data.in_memory_mb)
+
+__all__ = ["IN_MEMORY_MB", "Setup", "setup", "in_memory", "model_from_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +44,8 @@ class Setup:
     @functools.cached_property
     def train(self) -> ArraySource:
         """The whole training split as arrays (uint8 images `[n, h, w, c]`, int32 labels `[n]`)."""
-        return ArraySource(*data.as_arrays(self.batches.source))
+        source = self.batches.source
+        return source if isinstance(source, ArraySource) else ArraySource(*data.as_arrays(source))
 
     @functools.cached_property
     def test(self) -> ArraySource:
@@ -70,7 +75,19 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     parallel.check_batch_size(config.batch_size, data_parallel.device_count)
     spec = data.DatasetSpec.from_config(config.data)
     train, test, validation, classes = _subsets(config, spec)
+    train = in_memory(train, config.data.get("in_memory_mb", IN_MEMORY_MB))
     return Setup(data_parallel, spec, Batches(train, config.batch_size, config.seed), test, validation, classes)
+
+
+def in_memory(source: Sequence[dict], limit_mb: float) -> Sequence[dict]:
+    """`source` as arrays (`ArraySource`: batches gathered by index) when its images take at most
+    `limit_mb` megabytes (10^6 bytes), else `source` itself (read record by record)."""
+    if not len(source) or isinstance(source, ArraySource):
+        return source
+    image_bytes = np.asarray(source[0]["image"], np.uint8).nbytes
+    if len(source) * image_bytes > limit_mb * 1e6:
+        return source
+    return ArraySource(*data.as_arrays(source))
 
 
 def _labels(source: Sequence[dict]) -> np.ndarray:
