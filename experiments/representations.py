@@ -88,7 +88,7 @@ def method_config(config: ml_collections.ConfigDict, name: str, epochs: int) -> 
 def seconds_per_step(module, run_config: ml_collections.ConfigDict, steps: int) -> tuple[float, int]:
     """(seconds per training step of `module`'s model, state and per-device step as its loop runs
     them, timed over `steps` steps after one compiling step; the run's steps per epoch)."""
-    run = setup.setup(run_config)
+    run = self_supervised.training_setup(module, run_config)
     _, state, step = module.create(run_config, run)
     compiled = run.data_parallel.step(step, donate=False)
     placed = run.data_parallel.put_state(state)

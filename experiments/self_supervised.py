@@ -27,6 +27,15 @@ def encoder(config: ml_collections.ConfigDict, **options):
     return setup.model_from_config(config, None, **options)
 
 
+def training_setup(experiment, config: ml_collections.ConfigDict) -> setup.Setup:
+    """The set-up whose batches `experiment`'s step trains on: `setup.setup(config)`, through the
+    experiment's `training_run(config, run)` where it trains on other data than it is evaluated on
+    (CLIP: the captioned canvases)."""
+    run = setup.setup(config)
+    training_run = getattr(experiment, "training_run", None)
+    return run if training_run is None else training_run(config, run)
+
+
 def create_state(config: ml_collections.ConfigDict, run: setup.Setup, model, input_shape=None) -> TrainState:
     """The step-0 state of `model` (initialised on one input of `input_shape`, default the images'; or
     from `config.init_from`) with `config`'s optimizer and schedule over `config.epochs` epochs of `run`."""
@@ -37,11 +46,12 @@ def create_state(config: ml_collections.ConfigDict, run: setup.Setup, model, inp
 
 
 def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, model: ContrastiveModel,
-           state, start_variables: dict, method: str, *, embed_function=embed) -> dict:
+           state, start_variables: dict, method: str, *, embed_function=embed, summary: dict | None = None) -> dict:
     """Print the comparison table (learned encoder vs raw pixels vs the encoder it started from:
     its random initialisation, or the `init_from` encoder), write the plots, `results.json` and
     (`save_embeddings`) the embeddings. `embed_function(model, variables, images)` gives the
-    encoder's features (`heads.embed`; CPC: `visionax.ssl.cpc.embed`)."""
+    encoder's features (`heads.embed`; CPC: `visionax.ssl.cpc.embed`); `summary` adds the method's own
+    results to `results.json` (CLIP: the zero-shot accuracy and the recalls)."""
     embed_fn = functools.partial(embed_function, model)
     start = "initial encoder (init_from)" if config.init_from else "random encoder"
 
@@ -73,7 +83,7 @@ def finish(config: ml_collections.ConfigDict, workdir: str, run: setup.Setup, mo
         "knn_accuracy": learned[all_labels]["knn_accuracy"], "probe_accuracy": learned[all_labels]["probe_accuracy"],
         "pixel_knn_accuracy": scores["raw pixels"][all_labels]["knn_accuracy"],
         "random_knn_accuracy": scores[start][all_labels]["knn_accuracy"], "steps": int(state.step),
-        "label_efficiency": scores})
+        "label_efficiency": scores, **(summary or {})})
 
 
 # kNN and linear probe accuracy with all the training labels, then with 10% and 1% of them

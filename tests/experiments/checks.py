@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import self_supervised
 from visionax import cli, parallel
 from visionax.data.pipeline import Batches
 from visionax.errors import UserError
@@ -23,12 +24,12 @@ EVALUATION_KEYS = {"title", "columns", "rows", "knn_accuracy", "probe_accuracy",
                    "random_knn_accuracy", "steps", "label_efficiency"}
 
 
-def assert_representation_table(result: dict, workdir: pathlib.Path, title: str) -> None:
+def assert_representation_table(result: dict, workdir: pathlib.Path, title: str, extra_keys=frozenset()) -> None:
     """`result` is the results.json of `workdir`: self_supervised.finish's keys, a title starting
     with `title`, the rows (all, 10% and 1% of the labels) equal to the summary, a kNN accuracy above
-    chance (0.3 on ten classes) and the two plots written."""
+    chance (0.3 on ten classes) and the two plots written; `extra_keys`: the method's own results."""
     results = json.loads((workdir / "results.json").read_text())
-    assert results == result and set(results) == EVALUATION_KEYS
+    assert results == result and set(results) == EVALUATION_KEYS | set(extra_keys)
     assert results["title"].startswith(title), results["title"]
     rows = {row["features"]: row for row in results["rows"]}
     assert set(rows) == {"raw pixels", "random encoder", "learned encoder"}
@@ -81,7 +82,7 @@ def run_shipped_steps(experiment, config, devices, impl, steps=2, metric="loss")
     """`steps` steps of the experiment's own model, state and step (built by its `create`) on the
     first `devices` devices, as its training loop runs them: (the step's `metric` at each step, the
     final state)."""
-    run = setup.setup(config)
+    run = self_supervised.training_setup(experiment, config)
     run = setup.Setup(parallel.DataParallel(parallel.make_mesh(jax.devices()[:devices]), impl), run.spec, run.batches)
     _, state, step = experiment.create(config, run)
     compiled = run.data_parallel.step(step, donate=False)
