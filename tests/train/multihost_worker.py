@@ -29,21 +29,27 @@ import numpy as np
 import optax
 
 from visionax import evaluate, parallel
-from visionax.data.pipeline import ArraySource, Batches
+from visionax.data.pipeline import Batches
 from visionax.models.small_cnn import SmallCNN
 from visionax.train import checkpoint, loop, supervised
 from visionax.train.state import create_train_state
 
 
 @dataclasses.dataclass(frozen=True)
-class RecordingSource(ArraySource):
-    """An array source that remembers which records this process read."""
+class RecordingSource:
+    """Arrays read record by record (not an `ArraySource`, which batches gather without reading records),
+    remembering which records this process read."""
 
+    images: np.ndarray
+    labels: np.ndarray
     read: list = dataclasses.field(default_factory=list)
+
+    def __len__(self):
+        return len(self.images)
 
     def __getitem__(self, index):
         self.read.append(index)
-        return super().__getitem__(index)
+        return {"image": self.images[index], "label": self.labels[index]}
 
 
 def train(workdir: str, steps: int) -> dict[str, np.ndarray]:
