@@ -168,18 +168,13 @@ def check_config(config: ml_collections.ConfigDict) -> tuple[list[Cell], dict[fl
     return cells, counts
 
 
-def finished(workdir: pathlib.Path) -> dict | None:
-    """The results of a finished run in `workdir`, None when it has not finished."""
-    return report.read_results(workdir) if (workdir / report.RESULTS_FILE).exists() else None
-
-
 def pretrain(config: ml_collections.ConfigDict, pretraining: str, workdir: pathlib.Path) -> str:
     """The workdir of the pretrained run: `pretrained_<pretraining>`, or one trained (or finished) here."""
     given = config[f"pretrained_{pretraining}"]
     if given:
         return given
     run_workdir = workdir / f"pretrain_{pretraining}"
-    if finished(run_workdir) is None:
+    if report.finished_results(run_workdir) is None:
         PRETRAININGS[pretraining][0].train_and_evaluate(pretraining_config(config, pretraining), str(run_workdir))
     return str(run_workdir)
 
@@ -209,7 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     accuracy = {}
     for cell in cells:
         cell_workdir = workdir_path / cell.name
-        results = finished(cell_workdir)
+        results = report.finished_results(cell_workdir)
         if results is None:
             results = classify.train_and_evaluate(
                 cell_config(config, cell, pretrained.get(cell.pretraining, ""), counts[cell.fraction]),

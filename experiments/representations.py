@@ -115,8 +115,9 @@ def plan(config: ml_collections.ConfigDict, name: str, budget: dict) -> dict:
 
 def train_method(config: ml_collections.ConfigDict, name: str, entry: dict, workdir: pathlib.Path) -> dict:
     """Method `name`'s results: read when its run in `workdir` finished, else trained (or resumed) there."""
-    if (workdir / report.RESULTS_FILE).exists():
-        return report.read_results(workdir)
+    results = report.finished_results(workdir)
+    if results is not None:
+        return results
     start = time.perf_counter()
     results = METHODS[name].module().train_and_evaluate(method_config(config, name, entry["epochs"]), str(workdir))
     entry["run_seconds"] = time.perf_counter() - start

@@ -27,7 +27,7 @@ from visionax.train.metrics import read_metrics  # noqa: E402
 RESULTS_FILE = "results.json"
 
 __all__ = ["RESULTS_FILE", "Table", "finish", "figure", "save", "image_grid", "show_images", "plot_curves",
-           "plot_runs", "plot_embedding", "read_results"]
+           "plot_runs", "plot_embedding", "read_results", "finished_results"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +89,11 @@ def finish(
 def read_results(workdir: str | pathlib.Path) -> dict[str, Any]:
     """The `results.json` of a finished experiment."""
     return json.loads((pathlib.Path(workdir) / RESULTS_FILE).read_text())
+
+
+def finished_results(workdir: str | pathlib.Path) -> dict[str, Any] | None:
+    """The `results.json` of the experiment in `workdir` when it finished, None when it has not."""
+    return read_results(workdir) if (pathlib.Path(workdir) / RESULTS_FILE).exists() else None
 
 
 def figure(rows: int = 1, columns: int = 1, *, panel_size: tuple[float, float] = (4.5, 3.5)):
