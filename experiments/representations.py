@@ -2,9 +2,10 @@
 
 Trains every method of `config.methods` (supervised classification, the pretext tasks, CPC, SimCLR,
 MoCo v2, CLIP's image tower) with the same encoder (`config.model`, `config.model_options`) for the
-same training time: each method's step is timed first (`config.calibration_steps` steps after its
-compilation) and its run given the whole epochs that fit `config.budget_seconds` (at least one; kept in
-`budget.json`, so a restarted run resumes with the same schedule). Every run lives in
+same training time: every method's step is timed before any method trains (`config.calibration_steps`
+steps after its compilation, all under the same conditions) and its run given the whole epochs that fit
+`config.budget_seconds` (at least one; kept in `budget.json`, so a restarted run resumes with the same
+schedule and a busy machine during training costs time, not epochs). Every run lives in
 `<workdir>/<method>` (finished runs are read, interrupted ones resumed), writes its encoder's train and
 test features (`embeddings.npz`; the supervised classifier's features before its head are computed
 here from its checkpoint), and all of them, raw pixels and a randomly initialised encoder are scored
@@ -185,10 +186,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     features = {"raw pixels": tuple(evaluate.pixel_features(split.images) for split in (run.train, run.test)),
                 "random encoder": classifier_features(config, run, None)}
     rows_training = {"raw pixels": "—", "random encoder": "—"}
-    for name, method in methods.items():
-        entry = plan(config, name, budget)
+    for name in methods:  # every method timed before any trains
+        plan(config, name, budget)
         if jax.process_index() == 0:
             budget_path.write_text(json.dumps(budget, indent=2))
+    for name, method in methods.items():
+        entry = budget[name]
         method_workdir = workdir_path / name
         results = train_method(config, name, entry, method_workdir)
         if jax.process_index() == 0:

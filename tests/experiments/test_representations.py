@@ -36,12 +36,23 @@ def tiny(digits_dir):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, digits_dir):
+    """(results, workdir, budget.json as each method's training started) of the tiny run."""
     workdir = tmp_path_factory.mktemp("representations")
-    return representations.train_and_evaluate(tiny(digits_dir), str(workdir)), workdir
+    train_method = representations.train_method
+    budgets_at_training = {}
+
+    def recording_train_method(config, name, entry, method_workdir):
+        budgets_at_training[name] = json.loads((workdir / "budget.json").read_text())
+        return train_method(config, name, entry, method_workdir)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(representations, "train_method", recording_train_method)
+        results = representations.train_and_evaluate(tiny(digits_dir), str(workdir))
+    return results, workdir, budgets_at_training
 
 
 def test_every_row_is_the_label_efficiency_of_its_features(trained, digits_dir):
-    results, workdir = trained
+    results, workdir, _ = trained
     config = tiny(digits_dir)
     run = setup.setup(config)
     assert json.loads((workdir / "results.json").read_text()) == results
@@ -64,7 +75,7 @@ def test_every_row_is_the_label_efficiency_of_its_features(trained, digits_dir):
 
 
 def test_the_supervised_features_are_the_classifiers_before_its_head(trained, digits_dir):
-    _, workdir = trained
+    _, workdir, _ = trained
     config = tiny(digits_dir)
     run = setup.setup(config)
     _, test = representations.classifier_features(config, run, str(workdir / "supervised"))
@@ -78,7 +89,7 @@ def test_the_supervised_features_are_the_classifiers_before_its_head(trained, di
 
 
 def test_every_method_ran_with_the_shared_encoder_for_its_budgets_epochs(trained):
-    results, workdir = trained
+    results, workdir, budgets_at_training = trained
     for name in ("supervised", "rotation"):
         run_config = json.loads((workdir / name / "config.json").read_text())
         assert (run_config["model"], run_config["model_options"], run_config["seed"], run_config["batch_size"]) == (
@@ -87,6 +98,9 @@ def test_every_method_ran_with_the_shared_encoder_for_its_budgets_epochs(trained
         assert entry["epochs"] == run_config["epochs"] == 1
         assert json.loads((workdir / name / "results.json").read_text())["steps"] == entry["steps_per_epoch"]
     assert results["budget"] == json.loads((workdir / "budget.json").read_text())
+    # every method was timed before the first one trained (a busy machine later costs time, not epochs)
+    for name in ("supervised", "rotation"):
+        assert set(budgets_at_training[name]) == {"supervised", "rotation"}
     rows = {row["representation"]: row["training"] for row in results["rows"]}
     assert rows["rotation"].startswith(f"{results['budget']['rotation']['steps_per_epoch']} steps (1 epoch")
 
@@ -105,7 +119,7 @@ def test_the_epochs_are_those_that_fit_the_budget(monkeypatch, digits_dir):
 
 
 def test_a_second_call_trains_nothing(trained, digits_dir):
-    results, workdir = trained
+    results, workdir, _ = trained
     stamps = {name: os.stat(workdir / name / "results.json").st_mtime_ns for name in ("supervised", "rotation")}
     again = representations.train_and_evaluate(tiny(digits_dir), str(workdir))
     assert again["label_efficiency"] == results["label_efficiency"]
