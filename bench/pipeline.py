@@ -7,8 +7,10 @@ training step consumes on the same backend, in one run.
 
 For each dataset, loading mode and batch size: `Batches.host_batch(step)` then `DataParallel.put_batch`
 for consecutive steps, timed for at least `--seconds` (after one untimed batch). Modes: `records`
-(`config.data.in_memory_mb=0`: the TFDS data source read record by record) and `memory` (the split held
-in memory as arrays, batches gathered by index: the default for splits below 4,000 MB). The step's rate
+(`config.data.in_memory_mb=0`: the TFDS data source read record by record), `memory` (the split held
+in memory as arrays, batches gathered by index: the default for splits below 4,000 MB) and `device`
+(`config.data.on_device=True`: the split placed on the devices once, a compiled step that only gathers
+its batch, `visionax.train.feed.DeviceFeed`). The step's rate
 is `experiments.simclr`'s step (its digits config, or `simclr_cifar10.py:cpu30` for the folder) timed by
 `experiments.representations.seconds_per_step`; the ratio pipeline/step says who bounds training (above
 1: the step does).
@@ -19,24 +21,42 @@ from __future__ import annotations
 import argparse
 import time
 
+import flax
 import jax
+import jax.numpy as jnp
 
 from experiments import simclr
 from experiments.configs import simclr as simclr_config
 from experiments.configs import simclr_cifar10
 from experiments.representations import seconds_per_step
-from visionax.train import setup
+from visionax import parallel
+from visionax.train import feed, setup
 
-MODES = {"records": 0.0, "memory": setup.IN_MEMORY_MB}
+MODES = {"records": (0.0, False), "memory": (setup.IN_MEMORY_MB, False), "device": (setup.IN_MEMORY_MB, True)}
+
+
+@flax.struct.dataclass
+class StepCount:
+    step: jax.Array
+
+
+def gather_only(state: StepCount, batch: dict) -> tuple[StepCount, dict]:
+    """A per-device step that only takes its batch (its checksum, so that nothing is left out)."""
+    checksum = jax.lax.psum(jnp.sum(batch["image"], dtype=jnp.int32), parallel.DATA_AXIS)
+    return StepCount(state.step + 1), {"checksum": checksum}
 
 
 def pipeline_rate(config, seconds: float) -> float:
-    """Images/s of `host_batch` + `put_batch` over consecutive steps of `config`'s training batches."""
+    """Images/s that `config`'s feed delivers over consecutive steps of its training batches: the
+    host's batches placed on the devices, or (`data.on_device`) the batches the devices gather."""
     run = setup.setup(config)
-    jax.block_until_ready(run.data_parallel.put_batch(run.batches.host_batch(0)))
+    fed_step = feed.feed(config, run.batches, run.data_parallel).step(gather_only)
+    state, _ = fed_step(run.data_parallel.put_state(StepCount(jnp.zeros((), jnp.int32))), 0)
+    jax.block_until_ready(state)
     start, step = time.perf_counter(), 1
     while time.perf_counter() - start < seconds or step < 3:
-        jax.block_until_ready(run.data_parallel.put_batch(run.batches.host_batch(step)))
+        state, _ = fed_step(state, step)
+        jax.block_until_ready(state)
         step += 1
     return (step - 1) * config.batch_size / (time.perf_counter() - start)
 
@@ -67,8 +87,8 @@ def main() -> None:
             step_seconds, _ = seconds_per_step(simclr, config, args.step_steps)
             step_rate = batch_size / step_seconds
             cells = []
-            for mode, limit in MODES.items():
-                config.data.in_memory_mb = limit
+            for mode, (limit, on_device) in MODES.items():
+                config.data.in_memory_mb, config.data.on_device = limit, on_device
                 rate = pipeline_rate(config, args.seconds)
                 cells.append(f"{rate:>18,.0f} {rate / step_rate:>7.1f}")
             print(f"{name:<16} {batch_size:>6} {step_rate:>14,.0f} " + " ".join(cells), flush=True)

@@ -31,7 +31,7 @@ from experiments.configs import ssl_base
 from visionax import cli, evaluate, registry, report
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
-from visionax.train import checkpoint, setup
+from visionax.train import checkpoint, feed, setup
 from visionax.train.pretrained import load_pretrained
 from visionax.train.state import initial_variables
 
@@ -91,13 +91,13 @@ def seconds_per_step(module, run_config: ml_collections.ConfigDict, steps: int) 
     them, timed over `steps` steps after one compiling step; the run's steps per epoch)."""
     run = self_supervised.training_setup(module, run_config)
     _, state, step = module.create(run_config, run)
-    compiled = run.data_parallel.step(step, donate=False)
+    fed_step = feed.feed(run_config, run.batches, run.data_parallel).step(step, donate=False)
     placed = run.data_parallel.put_state(state)
-    placed, metrics = compiled(placed, run.data_parallel.put_batch(run.batches.host_batch(0)))
+    placed, metrics = fed_step(placed, 0)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for index in range(1, steps + 1):
-        placed, metrics = compiled(placed, run.data_parallel.put_batch(run.batches.host_batch(index)))
+        placed, metrics = fed_step(placed, index)
     jax.block_until_ready(metrics)
     return (time.perf_counter() - start) / steps, run.batches.steps_per_epoch
 

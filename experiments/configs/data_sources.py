@@ -10,14 +10,17 @@ def digits() -> ml_collections.ConfigDict:
     catalog dataset where it can be prepared. `classes` ("5,6,7,8,9"; "" all) keeps some classes of
     both splits, relabelled 0..k−1; `label_fraction` keeps that share of each class of the training
     examples; a training split of at most `in_memory_mb` megabytes is held in memory (0: read record
-    by record) (`visionax.train.setup`)."""
+    by record) (`visionax.train.setup`), and with `on_device` placed on the devices once, each batch
+    gathered inside the step (`visionax.train.feed`)."""
     return ml_collections.ConfigDict(
         {"name": "digits", "folder": "", "image_size": 32, "data_dir": "", "skip_bad_images": False,
-         "classes": "", "label_fraction": 1.0, "in_memory_mb": 4000.0})
+         "classes": "", "label_fraction": 1.0, "in_memory_mb": 4000.0,
+         "on_device": False})
 
 
 def image_folder(folder: str = "", image_size: int = 32) -> ml_collections.ConfigDict:
     """An image folder `<folder>/{train,test}/<class>/<image>` resized to `image_size`."""
     return ml_collections.ConfigDict(
         {"name": "image_folder", "folder": folder, "image_size": image_size, "data_dir": "", "skip_bad_images": False,
-         "classes": "", "label_fraction": 1.0, "in_memory_mb": 4000.0})
+         "classes": "", "label_fraction": 1.0, "in_memory_mb": 4000.0,
+         "on_device": False})

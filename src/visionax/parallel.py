@@ -121,15 +121,17 @@ class DataParallel:
             lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)), host_batch
         )
 
-    def step(self, per_device_step: Step, *, donate: bool = True) -> Step:
-        """Compile `per_device_step` into `(state, batch) -> (state, metrics)` over the mesh."""
+    def step(self, per_device_step: Step, *, donate: bool = True, split_batch: bool = True) -> Step:
+        """Compile `per_device_step` into `(state, batch) -> (state, metrics)` over the mesh: the batch
+        placed by `put_batch` (split over the devices), or with `split_batch=False` a tree every
+        device holds whole (placed by `put_state`, never donated)."""
         donate_argnums = (0,) if donate else ()
         if self.impl == "pmap":
             return jax.pmap(per_device_step, axis_name=DATA_AXIS, donate_argnums=donate_argnums)
         sharded = jax.shard_map(
             per_device_step,
             mesh=self.mesh,
-            in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS)),
+            in_specs=(PartitionSpec(), PartitionSpec(DATA_AXIS) if split_batch else PartitionSpec()),
             out_specs=(PartitionSpec(), PartitionSpec()),
             check_vma=False,
         )

@@ -15,7 +15,7 @@ from experiments import self_supervised
 from visionax import cli, parallel
 from visionax.data.pipeline import Batches
 from visionax.errors import UserError
-from visionax.train import setup
+from visionax.train import feed, setup
 from visionax.train.metrics import read_metrics
 
 # What self_supervised.finish writes for every self-supervised experiment: the table and the learned
@@ -80,17 +80,24 @@ def train_losses(workdir) -> list[float]:
 
 def run_shipped_steps(experiment, config, devices, impl, steps=2, metric="loss"):
     """`steps` steps of the experiment's own model, state and step (built by its `create`) on the
-    first `devices` devices, as its training loop runs them: (the step's `metric` at each step, the
+    first `devices` devices, as its training loop runs them (batches fed as `config.data.on_device` says): (the step's `metric` at each step, the
     final state)."""
     run = self_supervised.training_setup(experiment, config)
     run = setup.Setup(parallel.DataParallel(parallel.make_mesh(jax.devices()[:devices]), impl), run.spec, run.batches)
     _, state, step = experiment.create(config, run)
-    compiled = run.data_parallel.step(step, donate=False)
+    fed_step = feed.feed(config, run.batches, run.data_parallel).step(step, donate=False)
     placed, losses = run.data_parallel.put_state(state), []
     for index in range(steps):
-        placed, metrics = compiled(placed, run.data_parallel.put_batch(run.batches.host_batch(index)))
+        placed, metrics = fed_step(placed, index)
         losses.append(float(np.ravel(jax.device_get(run.data_parallel.get_state(metrics))[metric])[0]))
     return np.array(losses), jax.device_get(run.data_parallel.get_state(placed))
+
+
+def with_on_device(config, on_device: bool):
+    """A copy of `config` with `data.on_device` set."""
+    changed = ml_collections.ConfigDict(config.to_dict())
+    changed.data.on_device = on_device
+    return changed
 
 
 def shipped(config, digits_dir):

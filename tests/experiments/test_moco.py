@@ -7,7 +7,15 @@ import pytest
 from experiments import moco
 from experiments.configs import moco as moco_config
 from experiments.configs import moco_v1
-from tests.experiments.checks import assert_same_run, assert_user_error, run_shipped_steps, shipped, tiny, train_losses
+from tests.experiments.checks import (
+    assert_same_run,
+    assert_user_error,
+    run_shipped_steps,
+    shipped,
+    tiny,
+    train_losses,
+    with_on_device,
+)
 
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
@@ -56,8 +64,8 @@ def shipped_one_device(digits_dir):
     return config, run_shipped_steps(moco, config, 1, "shard_map")
 
 
-@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
-def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device):
+@pytest.mark.parametrize("impl, on_device", [("shard_map", False), ("pmap", True)])
+def test_the_shipped_step_on_8_devices_equals_1_device(impl, on_device, shipped_one_device):
     """MoCo v2 as shipped (ResNet-18, conv_impl=auto, SGD with momentum and cosine decay, shuffle BN
     in groups): with groups of 4 examples, one device cut into 8 groups takes the steps of 8 devices."""
     config, one = shipped_one_device
@@ -67,4 +75,6 @@ def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device)
     # same formula summed in another order. The float32 gradient of a BatchNorm bias sums ~10³
     # terms, so the parameters agree to ~2e-5 (float64 activations leave the same gap: it is the
     # float32 parameters' rounding), the losses to 1e-5.
-    assert_same_run(run_shipped_steps(moco, config, 8, impl), one, tolerance=dict(rtol=2e-4, atol=5e-5))
+    # under pmap the 8 devices gather their batches from the split placed on them (data.on_device)
+    assert_same_run(run_shipped_steps(moco, with_on_device(config, on_device), 8, impl), one,
+                    tolerance=dict(rtol=2e-4, atol=5e-5))

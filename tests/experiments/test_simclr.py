@@ -7,7 +7,15 @@ import pytest
 
 from experiments import simclr
 from experiments.configs import simclr as simclr_config
-from tests.experiments.checks import assert_same_run, assert_user_error, run_shipped_steps, shipped, tiny, train_losses
+from tests.experiments.checks import (
+    assert_same_run,
+    assert_user_error,
+    run_shipped_steps,
+    shipped,
+    tiny,
+    train_losses,
+    with_on_device,
+)
 
 
 pytestmark = pytest.mark.long  # scheduled first: see tests/conftest.py
@@ -55,9 +63,10 @@ def shipped_one_device(digits_dir):
     return config, run_shipped_steps(simclr, config, 1, "shard_map")
 
 
-@pytest.mark.parametrize("impl", ["shard_map", "pmap"])
-def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device):
+@pytest.mark.parametrize("impl, on_device", [("shard_map", False), ("pmap", True)])
+def test_the_shipped_step_on_8_devices_equals_1_device(impl, on_device, shipped_one_device):
     config, one = shipped_one_device
     assert (config.model, config.conv_impl, config.optimizer, config.schedule) == (
         "resnet18", "auto", "lars", "warmup_cosine")
-    assert_same_run(run_shipped_steps(simclr, config, 8, impl), one)
+    # under pmap the 8 devices gather their batches from the split placed on them (data.on_device)
+    assert_same_run(run_shipped_steps(simclr, with_on_device(config, on_device), 8, impl), one)

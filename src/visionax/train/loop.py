@@ -7,7 +7,8 @@ checkpoints periodically and at the end, and stops at a NaN/Inf loss keeping the
 With an early-stopping rule (`visionax.train.early_stopping`) it also stops when the evaluations say so
 and returns the state of the best one; an evaluation comes before the checkpoint of the same step.
 Because the state carries its rng and batch `s` is a pure function of `(seed, s)`, a run killed at any
-moment and started again ends with exactly the parameters of an uninterrupted run.
+moment and started again ends with exactly the parameters of an uninterrupted run. The batches reach
+the step from the host, or with `config.data.on_device` are gathered on the devices (`feed`).
 """
 
 from __future__ import annotations
@@ -15,17 +16,16 @@ from __future__ import annotations
 import math
 import pathlib
 import sys
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from visionax.data.pipeline import Batches
 from visionax.errors import UserError
 from visionax.parallel import DataParallel, Step
-from visionax.train import checkpoint, early_stopping
+from visionax.train import checkpoint, early_stopping, feed
 from visionax.train.metrics import MetricWriter
 from visionax.train.state import TrainState
 
@@ -53,7 +53,7 @@ def fit(
     *,
     state: TrainState,
     per_device_step: Step,
-    batches: Batches,
+    batches: Any,
     data_parallel: DataParallel,
     num_steps: int,
     evaluate: Evaluate | None = None,
@@ -68,13 +68,14 @@ def fit(
     if stopping is not None and evaluate is None:
         raise ValueError("early stopping needs an evaluate function")
     workdir = pathlib.Path(workdir)
+    batch_feed = feed.feed(config, batches, data_parallel)
     checkpoint.claim_workdir(workdir, config, write=False)  # another config: refused before anything is touched
     with checkpoint.WorkdirLock(workdir):
         checkpoint.claim_workdir(workdir, config)
-        return _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate, stopping)
+        return _fit(config, workdir, state, per_device_step, batch_feed, data_parallel, num_steps, evaluate, stopping)
 
 
-def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_steps, evaluate, stopping
+def _fit(config, workdir, state, per_device_step, batch_feed, data_parallel, num_steps, evaluate, stopping
          ) -> TrainState:
     is_primary = jax.process_index() == 0
     checkpoints = checkpoint.manager(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
@@ -86,14 +87,14 @@ def _fit(config, workdir, state, per_device_step, batches, data_parallel, num_st
         writer.write(start, "resume", {})
         if is_primary:
             print(f"resumed from step {start} ({workdir})")
-    step_function = data_parallel.step(per_device_step)
+    step_function = batch_feed.step(per_device_step)
     device_state = data_parallel.put_state(state)
     history = []
     try:
         for step in range(start, num_steps):
             if stopper is not None and stopper.progress.stopped:
                 break
-            device_state, metrics = step_function(device_state, data_parallel.put_batch(batches.host_batch(step)))
+            device_state, metrics = step_function(device_state, step)
             history.append(metrics)
             done = step + 1
             saving = done % config.checkpoint_every == 0

@@ -7,7 +7,8 @@ holds out that share of each class of the training split for validation; `config
 then keeps that share of each class of what is left for training (the labelled subset). All are
 drawn from the labels and `config.seed`, so every run with the same config reads the same examples.
 A training split whose images take at most `config.data.in_memory_mb` megabytes (default 4,000) is read
-once into memory, and its batches are gathered by index: the same batches as record by record.
+once into memory, and its batches are gathered by index: the same batches as record by record; with
+`config.data.on_device` the split is placed on the devices and gathered inside the step (`feed`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from visionax import data, models, parallel
 from visionax.data.pipeline import ArraySource, Batches
 from visionax.data.subsets import SubsetSource, class_indices, parse_classes, stratified_fraction, validation_split
+from visionax.train import feed
 from visionax.train.precision import compute_dtype
 
 IN_MEMORY_MB = 4000.0  # training splits up to this size are held in memory (config.data.in_memory_mb)
@@ -76,7 +78,9 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     spec = data.DatasetSpec.from_config(config.data)
     train, test, validation, classes = _subsets(config, spec)
     train = in_memory(train, config.data.get("in_memory_mb", IN_MEMORY_MB))
-    return Setup(data_parallel, spec, Batches(train, config.batch_size, config.seed), test, validation, classes)
+    batches = Batches(train, config.batch_size, config.seed)
+    feed.check(config, batches)
+    return Setup(data_parallel, spec, batches, test, validation, classes)
 
 
 def in_memory(source: Sequence[dict], limit_mb: float) -> Sequence[dict]:
