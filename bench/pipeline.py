@@ -8,9 +8,11 @@ training step consumes on the same backend, in one run.
 For each dataset, loading mode and batch size: `Batches.host_batch(step)` then `DataParallel.put_batch`
 for consecutive steps, timed for at least `--seconds` (after one untimed batch). Modes: `records`
 (`config.data.in_memory_mb=0`: the TFDS data source read record by record), `memory` (the split held
-in memory as arrays, batches gathered by index: the default for splits below 4,000 MB) and `device`
+in memory as arrays, batches gathered by index: the default for splits below 4,000 MB), `device`
 (`config.data.on_device=True`: the split placed on the devices once, a compiled step that only gathers
-its batch, `visionax.train.feed.DeviceFeed`). The step's rate
+its batch, `visionax.train.feed.DeviceFeed`) and, for the folder, `streamed` (`config.data.encoded=True`:
+the JPEG bytes stored, decoded and resized by `--workers` grain processes, `StreamedBatches`). Every mode
+feeds a step that only checksums its batch. The step's rate
 is `experiments.simclr`'s step (its digits config, or `simclr_cifar10.py:cpu30` for the folder) timed by
 `experiments.representations.seconds_per_step`; the ratio pipeline/step says who bounds training (above
 1: the step does).
@@ -24,6 +26,7 @@ import time
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from experiments import simclr
 from experiments.configs import simclr as simclr_config
@@ -32,7 +35,8 @@ from experiments.representations import seconds_per_step
 from visionax import parallel
 from visionax.train import feed, setup
 
-MODES = {"records": (0.0, False), "memory": (setup.IN_MEMORY_MB, False), "device": (setup.IN_MEMORY_MB, True)}
+# each mode's changes to the data config (from the defaults: in memory, fed from the host, raw pixels)
+MODES = {"records": {"in_memory_mb": 0.0}, "memory": {}, "device": {"on_device": True}, "streamed": {"encoded": True}}
 
 
 @flax.struct.dataclass
@@ -58,7 +62,9 @@ def pipeline_rate(config, seconds: float) -> float:
         state, _ = fed_step(state, step)
         jax.block_until_ready(state)
         step += 1
-    return (step - 1) * config.batch_size / (time.perf_counter() - start)
+    rate = (step - 1) * config.batch_size / (time.perf_counter() - start)
+    run.batches.close()
+    return rate
 
 
 def dataset_configs(folder: str):
@@ -76,6 +82,7 @@ def main() -> None:
     parser.add_argument("--batches", default="256,1024", help="global batch sizes, comma-separated")
     parser.add_argument("--seconds", type=float, default=3.0, help="time each pipeline for at least this long")
     parser.add_argument("--step-steps", type=int, default=2, help="SimCLR steps timed after the compiling one")
+    parser.add_argument("--workers", type=int, default=2, help="grain worker processes of the streamed mode")
     args = parser.parse_args()
     batch_sizes = [int(size) for size in args.batches.split(",")]
     print(f"backend {jax.default_backend()}, {jax.device_count()} device(s)")
@@ -87,9 +94,13 @@ def main() -> None:
             step_seconds, _ = seconds_per_step(simclr, config, args.step_steps)
             step_rate = batch_size / step_seconds
             cells = []
-            for mode, (limit, on_device) in MODES.items():
-                config.data.in_memory_mb, config.data.on_device = limit, on_device
-                rate = pipeline_rate(config, args.seconds)
+            for mode, changes in MODES.items():
+                if mode == "streamed" and config.data.name != "image_folder":
+                    cells.append(f"{'—':>18} {'—':>7}")  # only an image folder is stored encoded
+                    continue
+                mode_config = ml_collections.ConfigDict(config.to_dict())
+                mode_config.data.update({"workers": args.workers, **changes})
+                rate = pipeline_rate(mode_config, args.seconds)
                 cells.append(f"{rate:>18,.0f} {rate / step_rate:>7.1f}")
             print(f"{name:<16} {batch_size:>6} {step_rate:>14,.0f} " + " ".join(cells), flush=True)
 

@@ -11,11 +11,13 @@ def digits() -> ml_collections.ConfigDict:
     both splits, relabelled 0..k−1; `label_fraction` keeps that share of each class of the training
     examples; a training split of at most `in_memory_mb` megabytes is held in memory (0: read record
     by record) (`visionax.train.setup`), and with `on_device` placed on the devices once, each batch
-    gathered inside the step (`visionax.train.feed`)."""
+    gathered inside the step (`visionax.train.feed`). An image folder with `encoded=True` is stored as
+    its files' bytes and decoded by `workers` grain processes (`prefetch` batches ahead each), which take
+    a random resized crop of `crop_area` ((1, 1): none) (`visionax.data.streaming`)."""
     return ml_collections.ConfigDict(
         {"name": "digits", "folder": "", "image_size": 32, "data_dir": "", "skip_bad_images": False,
          "classes": "", "label_fraction": 1.0, "in_memory_mb": 4000.0,
-         "on_device": False})
+         "on_device": False, "encoded": False, "crop_area": (1.0, 1.0), "workers": 2, "prefetch": 2})
 
 
 def image_folder(folder: str = "", image_size: int = 32) -> ml_collections.ConfigDict:
@@ -23,4 +25,4 @@ def image_folder(folder: str = "", image_size: int = 32) -> ml_collections.Confi
     return ml_collections.ConfigDict(
         {"name": "image_folder", "folder": folder, "image_size": image_size, "data_dir": "", "skip_bad_images": False,
          "classes": "", "label_fraction": 1.0, "in_memory_mb": 4000.0,
-         "on_device": False})
+         "on_device": False, "encoded": False, "crop_area": (1.0, 1.0), "workers": 2, "prefetch": 2})

@@ -80,8 +80,8 @@ def train_losses(workdir) -> list[float]:
 
 def run_shipped_steps(experiment, config, devices, impl, steps=2, metric="loss"):
     """`steps` steps of the experiment's own model, state and step (built by its `create`) on the
-    first `devices` devices, as its training loop runs them (batches fed as `config.data.on_device` says): (the step's `metric` at each step, the
-    final state)."""
+    first `devices` devices, as its training loop runs them (fed as `config.data.on_device` says):
+    (the step's `metric` at each step, the final state)."""
     run = self_supervised.training_setup(experiment, config)
     run = setup.Setup(parallel.DataParallel(parallel.make_mesh(jax.devices()[:devices]), impl), run.spec, run.batches)
     _, state, step = experiment.create(config, run)

@@ -6,7 +6,7 @@ The dataset functions load tensorflow_datasets on first use, so `visionax.data.a
 
 import importlib
 
-__all__ = ["DatasetSpec", "as_arrays", "data_source", "load_arrays", "num_classes"]
+__all__ = ["DatasetSpec", "as_arrays", "data_source", "decoded", "load_arrays", "num_classes", "stored_source"]
 
 
 def __getattr__(name: str):

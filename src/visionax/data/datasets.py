@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 
 from visionax.data.builders.digits import VisionaxDigits
 from visionax.data.builders.image_folder import VisionaxImageFolder, folder_config
+from visionax.data.encoded import DecodedSource
 from visionax.data.records import prepared
 from visionax.errors import UserError
 
@@ -25,18 +26,19 @@ EMBEDDED_NAMES = ("digits", "image_folder")
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """Which dataset to read: `name`, plus `folder`, `image_size` and `skip_bad_images` for
-    "image_folder"."""
+    """Which dataset to read: `name`, plus `folder`, `image_size`, `skip_bad_images` and `encoded`
+    (store the files' bytes, decode on read) for "image_folder"."""
 
     name: str = "digits"
     folder: str = ""
     image_size: int = 32
     data_dir: str | None = None
     skip_bad_images: bool = False
+    encoded: bool = False
 
     @classmethod
     def from_config(cls, data_config: Any) -> "DatasetSpec":
-        """From a config's `data` block (keys name, folder, image_size, data_dir, skip_bad_images).
+        """From a config's `data` block (keys name, folder, image_size, data_dir, skip_bad_images, encoded).
         A folder given with the default name "digits" selects the image folder: the folder is
         what the user asked for."""
         name, folder = data_config.get("name", "digits"), data_config.get("folder", "") or ""
@@ -45,12 +47,17 @@ class DatasetSpec:
         elif folder and name != "image_folder":
             raise UserError(f"data.folder={folder!r} is read only with data.name=image_folder, not {name!r}; "
                             "drop --config.data.folder or pass --config.data.name=image_folder")
+        encoded = bool(data_config.get("encoded", False))
+        if encoded and name != "image_folder":
+            raise UserError(f"data.encoded=True stores an image folder's files as they are; dataset {name!r} is "
+                            "not one: drop --config.data.encoded or pass --config.data.folder=<dir>")
         return cls(
             name=name,
             folder=folder,
             image_size=int(data_config.get("image_size", 32)),
             data_dir=data_config.get("data_dir", None) or None,
             skip_bad_images=bool(data_config.get("skip_bad_images", False)),
+            encoded=encoded,
         )
 
 
@@ -76,8 +83,8 @@ def prepared_builder(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
     elif spec.name == "image_folder":
         if not spec.folder:
             raise UserError("data.name=image_folder needs a folder; pass --config.data.folder=<dir>")
-        builder = VisionaxImageFolder(config=folder_config(spec.folder, spec.image_size, spec.skip_bad_images),
-                                      data_dir=spec.data_dir)
+        builder = VisionaxImageFolder(
+            config=folder_config(spec.folder, spec.image_size, spec.skip_bad_images, spec.encoded), data_dir=spec.data_dir)
     else:
         builder = _catalog_builder(spec)
     if builder.is_prepared():
@@ -123,7 +130,20 @@ def _report_folder(builder: VisionaxImageFolder) -> None:
 
 
 def data_source(spec: DatasetSpec, split: str) -> Sequence[dict]:
-    """A random-access source of `{"image": uint8 [h, w, c], "label": int}` records for `split`."""
+    """A random-access source of `{"image": uint8 [h, w, c], "label": int}` records for `split`
+    (decoded on read where the images are stored encoded)."""
+    return decoded(spec, stored_source(spec, split))
+
+
+def decoded(spec: DatasetSpec, source: Sequence[dict]) -> Sequence[dict]:
+    """`source`, records as `stored_source` gives them, with its images decoded where they are stored
+    encoded (`DecodedSource`)."""
+    return DecodedSource(source, spec.image_size) if spec.encoded else source
+
+
+def stored_source(spec: DatasetSpec, split: str) -> Sequence[dict]:
+    """The records of `split` as stored: `{"image": uint8 [bytes] the file, "label"}` with
+    `spec.encoded`, else as `data_source`."""
     builder = prepared_builder(spec)
     if builder.info.splits and split not in builder.info.splits:
         raise UserError(f"dataset {spec.name!r} has no split {split!r}; use one of {', '.join(builder.info.splits)}")
@@ -155,8 +175,9 @@ def load_arrays(
     image_size: int = 32,
     data_dir: str | None = None,
     skip_bad_images: bool = False,
+    encoded: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole split in memory: `(images uint8 [n, h, w, c], labels int32 [n])`."""
     spec = DatasetSpec(name=name, folder=folder, image_size=image_size, data_dir=data_dir,
-                       skip_bad_images=skip_bad_images)
+                       skip_bad_images=skip_bad_images, encoded=encoded)
     return as_arrays(data_source(spec, split))

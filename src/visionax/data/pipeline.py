@@ -74,6 +74,9 @@ class Batches:
         host_size = self.batch_size // self.process_count
         return batch[self.process_index * host_size : (self.process_index + 1) * host_size]
 
+    def close(self) -> None:
+        """Release what reading holds (nothing here; `StreamedBatches`' worker processes)."""
+
     def host_batch(self, step: int) -> dict[str, np.ndarray]:
         indices = self.indices(step)
         if isinstance(self.source, ArraySource):  # a split held in memory: one gather, no records

@@ -36,7 +36,7 @@ LOCK_FILE = ".lock"
 UNREADABLE_SUFFIX = ".unreadable"
 # Keys whose change cannot change a run's parameters: a resume may change them.
 RESUMABLE_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "save_embeddings",
-                  "data.in_memory_mb", "data.on_device")
+                  "data.in_memory_mb", "data.on_device", "data.workers", "data.prefetch")
 
 __all__ = ["CONFIG_FILE", "RESUMABLE_KEYS", "config_json", "claim_workdir", "WorkdirLock", "manager", "best_manager",
            "save", "wait", "restore_latest", "load_variables"]

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from visionax.data.pipeline import ArraySource, Batches
+from visionax.data.streaming import StreamedBatches
 from visionax.errors import UserError
 from visionax.parallel import DATA_AXIS, DataParallel, Step
 
@@ -44,6 +45,11 @@ class HostFeed:
             return compiled(state, self.data_parallel.put_batch(self.batches.host_batch(step)))
 
         return fed_step
+
+    def close(self) -> None:
+        """Release what the batches hold (a `StreamedBatches`' workers)."""
+        if isinstance(self.batches, Batches):
+            self.batches.close()
 
 
 class DeviceFeed:
@@ -85,6 +91,9 @@ class DeviceFeed:
 
         return fed_step
 
+    def close(self) -> None:
+        """Nothing to release: the split stays placed until the feed is dropped."""
+
 
 def on_device(config: ml_collections.ConfigDict) -> bool:
     """`config.data.on_device` (False where the config has no such key)."""
@@ -93,9 +102,13 @@ def on_device(config: ml_collections.ConfigDict) -> bool:
 
 def check(config: ml_collections.ConfigDict, batches: Any) -> None:
     """Raise UserError where `config.data.on_device` asks for a gather on the devices that `batches`
-    cannot give (not an image split, or a split too large to be held in memory)."""
+    cannot give (streamed from encoded images, not an image split, or a split too large to be held in
+    memory)."""
     if not on_device(config):
         return
+    if isinstance(batches, StreamedBatches):
+        raise UserError("data.on_device=True places a split held in memory on the devices; data.encoded=True streams "
+                        "the split through decoding workers instead: drop one of the two")
     if not isinstance(batches, Batches):
         raise UserError(f"data.on_device=True gathers image batches from a split on the devices; this "
                         f"experiment's batches ({type(batches).__name__}) are not one: drop --config.data.on_device")

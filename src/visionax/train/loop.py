@@ -121,6 +121,7 @@ def _fit(config, workdir, state, per_device_step, batch_feed, data_parallel, num
         if stopper is not None:
             state = stopper.best_state(state)
     finally:
+        batch_feed.close()
         writer.close()
         if stopper is not None:
             stopper.close()

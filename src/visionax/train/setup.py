@@ -8,7 +8,8 @@ then keeps that share of each class of what is left for training (the labelled s
 drawn from the labels and `config.seed`, so every run with the same config reads the same examples.
 A training split whose images take at most `config.data.in_memory_mb` megabytes (default 4,000) is read
 once into memory, and its batches are gathered by index: the same batches as record by record; with
-`config.data.on_device` the split is placed on the devices and gathered inside the step (`feed`).
+`config.data.on_device` the split is placed on the devices and gathered inside the step (`feed`). An
+image folder stored encoded (`config.data.encoded`) is decoded by grain workers (`StreamedBatches`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import ml_collections
 import numpy as np
 
 from visionax import data, models, parallel
+from visionax.data.encoded import WHOLE_IMAGE
 from visionax.data.pipeline import ArraySource, Batches
+from visionax.data.streaming import StreamedBatches
 from visionax.data.subsets import SubsetSource, class_indices, parse_classes, stratified_fraction, validation_split
 from visionax.train import feed
 from visionax.train.precision import compute_dtype
@@ -47,18 +50,20 @@ class Setup:
     def train(self) -> ArraySource:
         """The whole training split as arrays (uint8 images `[n, h, w, c]`, int32 labels `[n]`)."""
         source = self.batches.source
-        return source if isinstance(source, ArraySource) else ArraySource(*data.as_arrays(source))
+        return source if isinstance(source, ArraySource) else ArraySource(*data.as_arrays(data.decoded(self.spec, source)))
 
     @functools.cached_property
     def test(self) -> ArraySource:
         """The whole test split as arrays."""
-        source = self.test_source if self.test_source is not None else data.data_source(self.spec, "test")
-        return ArraySource(*data.as_arrays(source))
+        source = self.test_source if self.test_source is not None else data.stored_source(self.spec, "test")
+        return ArraySource(*data.as_arrays(data.decoded(self.spec, source)))
 
     @functools.cached_property
     def validation(self) -> ArraySource | None:
         """The validation split as arrays (None without `config.validation_fraction`)."""
-        return None if self.validation_source is None else ArraySource(*data.as_arrays(self.validation_source))
+        if self.validation_source is None:
+            return None
+        return ArraySource(*data.as_arrays(data.decoded(self.spec, self.validation_source)))
 
     @functools.cached_property
     def num_classes(self) -> int:
@@ -77,8 +82,13 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
     parallel.check_batch_size(config.batch_size, data_parallel.device_count)
     spec = data.DatasetSpec.from_config(config.data)
     train, test, validation, classes = _subsets(config, spec)
-    train = in_memory(train, config.data.get("in_memory_mb", IN_MEMORY_MB))
-    batches = Batches(train, config.batch_size, config.seed)
+    if spec.encoded:
+        batches = StreamedBatches(train, config.batch_size, config.seed, image_size=spec.image_size,
+                                  crop_area=tuple(config.data.get("crop_area", WHOLE_IMAGE)),
+                                  workers=config.data.get("workers", 2), prefetch=config.data.get("prefetch", 2))
+    else:
+        train = in_memory(train, config.data.get("in_memory_mb", IN_MEMORY_MB))
+        batches = Batches(train, config.batch_size, config.seed)
     feed.check(config, batches)
     return Setup(data_parallel, spec, batches, test, validation, classes)
 
@@ -101,7 +111,7 @@ def _labels(source: Sequence[dict]) -> np.ndarray:
 def _subsets(config: ml_collections.ConfigDict, spec: data.DatasetSpec):
     """(training source, test source or None, validation source or None, classes kept or ()) of the
     config's subset keys; the whole training split and Nones when none is set."""
-    train = data.data_source(spec, "train")
+    train = data.stored_source(spec, "train")
     class_text = config.data.get("classes", "")
     label_fraction = config.data.get("label_fraction", 1.0)
     validation_fraction = config.get("validation_fraction", 0.0)
@@ -112,7 +122,7 @@ def _subsets(config: ml_collections.ConfigDict, spec: data.DatasetSpec):
     indices, relabel, test = np.arange(len(train)), None, None
     if class_text:
         indices, relabel = class_indices(labels, classes)
-        test_source = data.data_source(spec, "test")
+        test_source = data.stored_source(spec, "test")
         test = SubsetSource(test_source, class_indices(_labels(test_source), classes)[0], relabel)
     validation = None
     if validation_fraction:

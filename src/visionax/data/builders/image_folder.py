@@ -2,7 +2,8 @@
 
 Images are decoded with Pillow and converted to 8-bit RGB (grayscale, palette, RGBA and 16-bit
 images included), resized to `image_size`×`image_size` (bilinear) and stored as uint8 tensors in
-array_record, so preparing and reading need no TensorFlow. What a real folder holds beside images
+array_record, so preparing and reading need no TensorFlow; or, with `encoded`, stored as their files'
+bytes (a JPEG folder at its JPEG size) and decoded when read (`visionax.data.encoded`). What a real folder holds beside images
 gets one line each: files that are not images are counted and ignored; an image that cannot be
 decoded is a one-line error naming it (or, with `skip_bad_images`, skipped and counted); a class
 present only in test/, an empty split or a folder without class folders are one-line errors. The
@@ -20,11 +21,11 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from visionax.data.encoded import decode_image, resized
 from visionax.errors import UserError
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 __all__ = ["FolderLayout", "scan", "class_names", "ImageFolderConfig", "folder_config", "load_image",
            "VisionaxImageFolder"]
@@ -98,6 +99,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
     folder: str = ""
     image_size: int = 32
     skip_bad_images: bool = False
+    encoded: bool = False  # store each image's file bytes (decoded when read) instead of resized pixels
 
 
 def source_name(path: pathlib.Path) -> str:
@@ -107,32 +109,25 @@ def source_name(path: pathlib.Path) -> str:
     return f"{slug}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
 
 
-def folder_config(folder: str, image_size: int, skip_bad_images: bool = False) -> ImageFolderConfig:
-    """A builder config named after the folder's name, a hash of its absolute path, the size, and
-    the fingerprint of its content (so a changed folder is prepared again)."""
+def folder_config(folder: str, image_size: int, skip_bad_images: bool = False, encoded: bool = False
+                  ) -> ImageFolderConfig:
+    """A builder config named after the folder's name, a hash of its absolute path, the size (or
+    "encoded"), and the fingerprint of its content (so a changed folder is prepared again)."""
     layout = scan(folder)
     skip = "_skipbad" if skip_bad_images else ""
+    stored = "encoded" if encoded else f"{image_size}px"
     return ImageFolderConfig(
-        name=f"{source_name(layout.root)}_{layout.fingerprint()}_{image_size}px{skip}", folder=str(layout.root),
-        image_size=image_size, skip_bad_images=skip_bad_images,
-        description=f"Images of {layout.root} resized to {image_size}×{image_size}.",
+        name=f"{source_name(layout.root)}_{layout.fingerprint()}_{stored}{skip}", folder=str(layout.root),
+        image_size=image_size, skip_bad_images=skip_bad_images, encoded=encoded,
+        description=(f"Images of {layout.root} as their files' bytes." if encoded else
+                     f"Images of {layout.root} resized to {image_size}×{image_size}."),
     )
 
 
 def load_image(path: pathlib.Path, image_size: int) -> np.ndarray:
     """`[image_size, image_size, 3]` uint8 RGB: 16-bit images scaled to 8 bits (x / 257), palette
     and grayscale images expanded, RGBA's alpha dropped, resized bilinearly."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in SIXTEEN_BIT_MODES:
-            pixels = np.clip(np.asarray(image, np.float64), 0, 65535) / 257.0
-            image = Image.fromarray(np.round(pixels).astype(np.uint8), mode="L")
-        image = image.convert("RGB")
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    return resized(decode_image(path), image_size)
 
 
 class VisionaxImageFolder(tfds.core.GeneratorBasedBuilder):
@@ -161,10 +156,12 @@ class VisionaxImageFolder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.image_size
+        image = (tfds.features.Tensor(shape=(None,), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES)
+                 if self.builder_config.encoded else tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8))
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
-                    "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+                    "image": image,
                     "label": tfds.features.ClassLabel(names=list(self.layout.classes)),
                 }
             ),
@@ -178,7 +175,9 @@ class VisionaxImageFolder(tfds.core.GeneratorBasedBuilder):
         size = self.builder_config.image_size
         for path, label in self.layout.images[split]:
             try:
-                image = load_image(path, size)
+                image = load_image(path, size)  # decoded whether stored or not: a bad file is found here
+                if self.builder_config.encoded:
+                    image = np.frombuffer(path.read_bytes(), np.uint8)
             except (OSError, ValueError, SyntaxError) as error:  # Pillow's errors for bad files
                 if not self.builder_config.skip_bad_images:
                     raise UserError(f"image {str(path)!r} cannot be decoded ({type(error).__name__}: "
