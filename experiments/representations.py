@@ -1,7 +1,8 @@
 """One evaluation for every representation of lecture 13: `python -m experiments.representations`.
 
 Trains every method of `config.methods` (supervised classification, the pretext tasks, CPC, SimCLR,
-MoCo v2, CLIP's image tower) with the same encoder (`config.model`, `config.model_options`) for the
+MoCo v2, CLIP's image tower), each from its own digits config or (`config.cifar10_recipes`) its own
+CIFAR-10 recipe, with the same encoder (`config.model`, `config.model_options`) for the
 same training time: every method's step is timed before any method trains (`config.calibration_steps`
 steps after its compilation, all under the same conditions) and its run given the whole epochs that fit
 `config.budget_seconds` (at least one; kept in `budget.json`, so a restarted run resumes with the same
@@ -27,7 +28,6 @@ import ml_collections
 import numpy as np
 
 from experiments import self_supervised
-from experiments.configs import ssl_base
 from visionax import cli, evaluate, registry, report
 from visionax.data.preprocess import model_input
 from visionax.errors import UserError
@@ -46,35 +46,38 @@ SHARED_KEYS = ("model", "model_options", "dtype", "conv_impl", "batch_size", "da
 class Method:
     label: str  # the table's row name
     experiment: str  # the module experiments.<experiment> that trains it
-    config: str  # the module experiments.configs.<config> whose get_config() it starts from
+    config: str  # its digits config: "<module>" or "<module>:<variant>" of experiments.configs
+    cifar10_config: str | None  # its CIFAR-10 recipe, the same way (None: it has none)
 
     def module(self):
         return importlib.import_module(f"experiments.{self.experiment}")
 
-    def default_config(self) -> ml_collections.ConfigDict:
-        return importlib.import_module(f"experiments.configs.{self.config}").get_config()
+    def default_config(self, cifar10: bool) -> ml_collections.ConfigDict:
+        """Its digits config, or with `cifar10` its CIFAR-10 recipe."""
+        module, _, variant = (self.cifar10_config if cifar10 else self.config).partition(":")
+        get_config = importlib.import_module(f"experiments.configs.{module}").get_config
+        return get_config(variant) if variant else get_config()
 
 
 METHODS = {
-    "supervised": Method("supervised (labels)", "classify", "classify"),
-    "rotation": Method("rotation", "rotation", "rotation"),
-    "relative_position": Method("relative position", "relative_position", "relative_position"),
-    "context_encoder": Method("context encoder", "context_encoder", "context_encoder"),
-    "split_brain": Method("split-brain autoencoder", "split_brain", "split_brain"),
-    "cpc": Method("CPC", "cpc", "cpc"),
-    "simclr": Method("SimCLR", "simclr", "simclr"),
-    "moco": Method("MoCo v2", "moco", "moco"),
-    "clip": Method("CLIP image tower", "clip", "clip"),
+    "supervised": Method("supervised (labels)", "classify", "classify", "classify_cifar10"),
+    "rotation": Method("rotation", "rotation", "rotation", "rotation:cifar10"),
+    "relative_position": Method("relative position", "relative_position", "relative_position",
+                                "relative_position:cifar10"),
+    "context_encoder": Method("context encoder", "context_encoder", "context_encoder", "context_encoder:cifar10"),
+    "split_brain": Method("split-brain autoencoder", "split_brain", "split_brain", "split_brain:cifar10"),
+    "cpc": Method("CPC", "cpc", "cpc", "cpc:cifar10"),
+    "simclr": Method("SimCLR", "simclr", "simclr", "simclr_cifar10:cpu30"),
+    "moco": Method("MoCo v2", "moco", "moco", "moco_cifar10:cpu30"),
+    "clip": Method("CLIP image tower", "clip", "clip", None),  # an image folder has no captions
 }
 
 
 def method_config(config: ml_collections.ConfigDict, name: str, epochs: int) -> ml_collections.ConfigDict:
-    """The config of method `name`'s run: its own defaults (with `ssl_base.use_cifar10`'s views when
-    `config.cifar10_views`), this config's `SHARED_KEYS`, `epochs` epochs, embeddings saved, no
-    evaluation during training."""
-    run_config = METHODS[name].default_config()
-    if config.cifar10_views and "augment" in run_config and "jitter_strength" in run_config.augment:
-        ssl_base.use_cifar10(run_config)
+    """The config of method `name`'s run: its digits config or (`config.cifar10_recipes`) its CIFAR-10
+    recipe, then this config's `SHARED_KEYS`, `epochs` epochs, embeddings saved, no evaluation during
+    training."""
+    run_config = METHODS[name].default_config(config.cifar10_recipes)
     with run_config.unlocked():
         for key in SHARED_KEYS:
             run_config[key] = ml_collections.ConfigDict(config[key]) if isinstance(
@@ -155,6 +158,11 @@ def saved_embeddings(workdir: pathlib.Path, run: setup.Setup) -> tuple[np.ndarra
 
 def check_config(config: ml_collections.ConfigDict) -> dict[str, Method]:
     methods = registry.lookup_many(METHODS, config.methods, "method", "methods")
+    if config.cifar10_recipes:
+        for name, method in methods.items():
+            if method.cifar10_config is None:
+                raise UserError(f"method {name!r} has no CIFAR-10 recipe (cifar10_recipes=True); drop it from "
+                                "--config.methods")
     if not config.budget_seconds > 0 or config.calibration_steps < 1:
         raise UserError(f"budget_seconds={config.budget_seconds} must be > 0 and calibration_steps="
                         f"{config.calibration_steps} >= 1; pass e.g. --config.budget_seconds=60")

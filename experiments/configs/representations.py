@@ -21,7 +21,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.methods = ",".join(representations.METHODS)  # comma-separated, trained in this order
     config.budget_seconds = 40.0  # training time of every method (whole epochs: at least one)
     config.calibration_steps = 4  # steps timed (after one that compiles) to fit the budget
-    config.cifar10_views = False  # True: the self-supervised methods take ssl_base.use_cifar10's views
+    config.cifar10_recipes = False  # True: each method starts from its CIFAR-10 recipe (representations.METHODS)
     # the encoder, batch, data, seed and devices every method's run takes (representations.SHARED_KEYS)
     config.model = base.model
     config.model_options = base.model_options
@@ -35,7 +35,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         # CLIP trains on the digits' captioned canvases: an image folder has no captions
         config.methods = ",".join(name for name in representations.METHODS if name != "clip")
         config.budget_seconds = 1800.0
-        config.cifar10_views = True
+        config.cifar10_recipes = True
         config.data = data_sources.image_folder(image_size=32)
         # ssl_base.cpu30's encoder: ResNet-18 width 32, ImageNet stem (fast enough on 2 cores)
         config.model_options = ml_collections.ConfigDict({"cifar_stem": False, "width": 32})

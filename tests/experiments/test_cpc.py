@@ -9,7 +9,7 @@ from experiments import cpc, self_supervised
 from experiments.configs import cpc as cpc_config
 from tests.experiments.checks import assert_same_run, assert_user_error, run_shipped_steps, tiny, train_losses
 from visionax.data.preprocess import model_input
-from visionax.ssl.cpc import patch_grid
+from visionax.ssl.cpc import grid_size, patch_grid
 from visionax.train import checkpoint, setup
 from visionax.train.metrics import read_metrics
 
@@ -64,3 +64,13 @@ def test_the_shipped_step_on_8_devices_equals_1_device(digits_dir):
     config.data.data_dir = digits_dir
     assert (config.model, config.context, config.optimizer) == ("small_cnn", "conv", "adam")
     assert_same_run(run_shipped_steps(cpc, config, 8, "shard_map"), run_shipped_steps(cpc, config, 1, "shard_map"))
+
+
+def test_the_cifar10_variant_cuts_32_pixel_images_into_the_digits_3_by_3_grid():
+    config, digits = cpc_config.get_config("cifar10"), cpc_config.get_config()
+    assert config.data.name == "image_folder" and config.data.image_size == 32
+    assert grid_size(32, config.patch_size, config.stride) == grid_size(8, digits.patch_size, digits.stride) == 3
+    assert config.stride * 2 == config.patch_size  # 50% overlap, as on the digits
+    assert config.model == "resnet18" and "augment" not in config and "head_hidden_dim" not in config
+    with pytest.raises(ValueError, match="unknown variant 'imagenet' of cpc.py"):
+        cpc_config.get_config("imagenet")

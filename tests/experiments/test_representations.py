@@ -15,6 +15,7 @@ from experiments.configs.representations import get_config
 from tests.experiments.checks import assert_command_line_error, assert_user_error
 from visionax import evaluate
 from visionax.data.preprocess import model_input
+from visionax.errors import UserError
 from visionax.train import setup
 from visionax.train.checkpoint import load_variables
 
@@ -142,3 +143,20 @@ def test_bad_settings_are_user_errors(change, message, tmp_path, digits_dir):
 def test_a_bad_flag_is_one_line_and_exit_status_2(tmp_path, capsys):
     assert_command_line_error(representations, ["--config.methods=rotation,jigsaw"], tmp_path / "run",
                               "unknown method 'jigsaw' in config.methods", capsys)
+
+
+def test_the_cifar10_table_starts_each_method_from_its_cifar10_recipe_with_the_shared_encoder():
+    config = get_config("cifar10")
+    assert config.cifar10_recipes and "clip" not in config.methods.split(",")
+    runs = {name: representations.method_config(config, name, 3) for name in config.methods.split(",")}
+    assert (runs["relative_position"].patch_size, runs["relative_position"].gap) == (7, 3)  # not the digits' 2, 1
+    assert (runs["cpc"].patch_size, runs["cpc"].stride) == (16, 8)  # a 3×3 grid, not 15×15 patches of 4 pixels
+    assert runs["simclr"].temperature == 0.2 and runs["moco"].queue_size == 4096  # their cpu30 recipes
+    assert runs["split_brain"].data.name == runs["context_encoder"].data.name == "image_folder"
+    assert runs["supervised"].augment.crop_padding == 4 and runs["rotation"].augment.flip_probability == 0.5
+    for run in runs.values():
+        assert (run.model, run.model_options.to_dict(), run.batch_size, run.epochs) == (
+            "resnet18", {"cifar_stem": False, "width": 32}, 256, 3)
+    config.methods = "simclr,clip"
+    with pytest.raises(UserError, match="method 'clip' has no CIFAR-10 recipe"):
+        representations.check_config(config)

@@ -73,3 +73,13 @@ def test_the_shipped_step_on_8_devices_equals_1_device(impl, shipped_one_device)
     assert (config.model, config.conv_impl, config.optimizer, config.schedule) == (
         "resnet18", "auto", "nesterov", "cosine")
     assert_same_run(run_shipped_steps(rotation, config, 8, impl), one)
+
+
+def test_the_cifar10_variant_is_the_digits_task_with_the_cifar10_encoder_views_and_folder():
+    config, digits = rotation_config.get_config("cifar10"), rotation_config.get_config()
+    assert config.data.name == "image_folder" and config.model_options.cifar_stem and config.batch_size == 512
+    assert (config.augment.flip_probability, config.augment.jitter_strength) == (0.5, 0.5)
+    assert (config.head_layers, config.optimizer, config.augment.min_area) == (
+        digits.head_layers, digits.optimizer, digits.augment.min_area)
+    with pytest.raises(ValueError, match="unknown variant 'imagenet' of rotation.py"):
+        rotation_config.get_config("imagenet")
