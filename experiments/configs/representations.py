@@ -6,7 +6,12 @@ CIFAR stem, width 16) and 40 seconds of training each: about 15 minutes on 2 CPU
     python -m experiments.representations --config.methods=supervised,rotation --config.budget_seconds=2 \\
         --config.calibration_steps=1                       # CI smoke run
     python -m experiments.representations --config=experiments/configs/representations.py:cifar10 \\
-        --config.data.folder=../shared/data/cifar10-jpeg     # 30 minutes of training each
+        --config.data.folder=<dir>/cifar10-jpeg     # 30 minutes of training each, about 4.5 hours
+
+Variant `cifar10`: every method but CLIP (an image folder has no captions) from its own CIFAR-10
+recipe (`representations.METHODS`: e.g. relative position's 7-pixel patches, CPC's 16-pixel ones,
+SimCLR's and MoCo's `cpu30`), all with `ssl_base.cpu30`'s encoder (ResNet-18 width 32, ImageNet stem)
+and batch 256, 1,800 s each; a stopped run started again resumes.
 """
 
 import ml_collections
