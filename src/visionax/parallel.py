@@ -85,13 +85,15 @@ class DataParallel:
     def put_state(self, state):
         """Replicate a copy of `state` onto every device of the mesh (the step may donate it)."""
         if self.impl == "pmap":
-            count = len(self.local_devices)
-            return jax.tree.map(
-                lambda leaf: jax.device_put(
-                    jnp.broadcast_to(leaf, (count,) + jnp.shape(leaf)), self._local_split_sharding
-                ),
-                state,
-            )
+            devices = self.local_devices
+
+            def replicate(leaf):  # one copy per device, never `devices` copies on one device
+                leaf = jnp.expand_dims(jnp.asarray(leaf), 0)  # a new buffer: the caller's is never donated
+                return jax.make_array_from_single_device_arrays(
+                    (len(devices),) + leaf.shape[1:], self._local_split_sharding,
+                    [jax.device_put(leaf, device) for device in devices])
+
+            return jax.tree.map(replicate, state)
         # From host values: a copy (device_put may share the caller's buffers, which a donating step
         # would delete), and the form every host can place on a mesh spanning several hosts.
         return jax.device_put(jax.device_get(state), NamedSharding(self.mesh, PartitionSpec()))
