@@ -8,7 +8,8 @@ model); `small` is ResNet-18 with the ImageNet stem (7×7/2 convolution, max-poo
 32×32 images, the encoder of the CIFAR-10 SimCLR/MoCo quality runs, whose last stages run on 2×2
 and 1×1 maps; `depthwise` is three depthwise 3×3 convolutions (MobileNet-style) at CIFAR sizes.
 
-Variants (`VARIANTS`): each conv_impl (xla, gemm, winograd, onednn, auto), `auto_without_onednn`,
+Variants (`VARIANTS`): each conv_impl (xla, gemm, winograd, onednn, auto), `auto_without_onednn`
+(what "auto" does where oneDNN cannot be built), `auto_mix` (its per-pass mix, taken before jax 0.12),
 "gemm" under other `visionax.layers.conv.ConvTuning`s (gemm_unchunked, gemm_chunk1M … gemm_chunk64M,
 gemm_col2im, gemm_autodiff), and per-pass mixes such as x_x_g / g_x_g / w_w_g / x_x_w (forward,
 input grad, kernel grad; x = XLA, g = gemm, w = Winograd where it applies, gemm elsewhere).
@@ -89,7 +90,8 @@ VARIANTS = {
     "winograd": ("winograd", {}),  # Winograd F(2×2, 3×3) where it applies, gemm elsewhere
     "onednn": ("onednn", {}),  # oneDNN's primitives for every pass
     "auto": ("auto", {}),  # whatever conv_impl="auto" is on this backend
-    "auto_without_onednn": ("auto", {"auto_onednn": False}),
+    "auto_without_onednn": ("auto", {"auto_onednn": False}),  # from jax 0.12 on: XLA's
+    "auto_mix": ("auto", {"auto_onednn": False, "auto_xla_only": False}),  # the per-pass mix
     "gemm_unchunked": ("gemm", {"chunk_bytes": 0}),
     "gemm_chunk1M": ("gemm", {"chunk_bytes": 1 << 20}),
     "gemm_chunk8M": ("gemm", {"chunk_bytes": 8 << 20}),

@@ -16,7 +16,7 @@ from visionax.layers.conv import CONV_IMPLS, ConvTuning, conv_general_dilated_fo
 from visionax.layers.conv.dispatch import auto_cpu_passes
 from visionax.layers.conv.spec import ConvSpec
 
-WITHOUT_ONEDNN = ConvTuning(auto_onednn=False)
+WITHOUT_ONEDNN = ConvTuning(auto_onednn=False, auto_xla_only=False)  # the mix before jax 0.12
 
 
 @pytest.mark.parametrize("impl", ["gemm", "winograd", "auto"])

@@ -3,6 +3,7 @@ values and gradients (checked against lax.conv_general_dilated to 1e-5)."""
 
 import dataclasses
 
+import jax
 import pytest
 
 from tests.layers.conv.cases import DN, case, check, count, inputs, traced
@@ -32,7 +33,8 @@ def _scans(forward, full):
     return count(full, "scan")
 
 
-XLA_FROM_4 = ConvTuning(auto_onednn=False, auto_xla_min_features=4)
+MIX = ConvTuning(auto_onednn=False, auto_xla_only=False)  # "auto" without oneDNN before jax 0.12
+XLA_FROM_4 = dataclasses.replace(MIX, auto_xla_min_features=4)
 # name: (impl, tuning, the tuning it is compared with, case, probe of the traced value and both
 # gradients (equations of the forward pass, of all three), its value with `tuning`, with the other)
 SETTINGS = {
@@ -51,8 +53,10 @@ SETTINGS = {
                               _custom_vjps, 0, 1),
     "auto_without_onednn": ("auto", ConvTuning(auto_onednn=False), ConvTuning(), "same_s1",
                             _onednn_calls, 0, None),  # None: 3 where oneDNN is available
-    "auto_xla_from_4_features": ("auto", XLA_FROM_4, ConvTuning(auto_onednn=False), "same_s1",
-                                 _convs, 2, 0),
+    "auto_xla_from_4_features": ("auto", XLA_FROM_4, MIX, "same_s1", _convs, 2, 0),
+    # forward, input gradient and kernel gradient all XLA's convolution
+    "auto_xla_only": ("auto", dataclasses.replace(MIX, auto_xla_only=True), MIX, "same_s1", _convs,
+                      3, 0),
     "auto_xla_on_small_maps": ("auto", dataclasses.replace(XLA_FROM_4, auto_xla_min_side=5),
                                XLA_FROM_4, "valid_s1", _convs, 2, 0),
     "auto_gemm_below_the_side": ("auto", dataclasses.replace(XLA_FROM_4, auto_xla_min_side=9),
@@ -73,6 +77,14 @@ def test_tuning_changes_the_kernels_not_the_numbers(setting):
     if untuned is None:
         untuned = 3 * onednn_build.available()
     assert (got, got_other) == (tuned, untuned)
+
+
+@pytest.mark.parametrize("version,xla_only", [("0.10.2", False), ("0.11.2", False), ("0.12.1", True),
+                                              ("0.13.0.dev20261201", True), ("1.0.0", True)])
+def test_auto_xla_only_follows_the_jax_version_unless_set(monkeypatch, version, xla_only):
+    monkeypatch.setattr(jax, "__version__", version)
+    assert ConvTuning().xla_only() is xla_only
+    assert ConvTuning(auto_xla_only=not xla_only).xla_only() is (not xla_only)
 
 
 def test_tuning_is_frozen_and_hashable():

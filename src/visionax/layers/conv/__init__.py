@@ -18,7 +18,8 @@ Each is a function with `lax.conv_general_dilated`'s signature, which `nn.Conv` 
   XLA's elsewhere than on the CPU. Where the library cannot be built: a one-line UserError.
 * ``"auto"`` -- elsewhere than on the CPU, ``"xla"``; on the CPU, ``"onednn"`` where it applies
   and its library can be built, else (at most one warning, none where oneDNN cannot exist, e.g.
-  not on x86-64 Linux) per convolution and per pass whichever measured faster
+  not on x86-64 Linux) from jax 0.12 on XLA's own convolutions (`ConvTuning.auto_xla_only`: as
+  fast as the mix below there), before it per convolution and per pass whichever measured faster
   (`dispatch.auto_cpu_passes`): XLA's forward convolution and stride-1 input gradient for
   3×3-like stride-1 kernels with >= 128 features a side on maps of at least 8×8, gemm for
   everything else and for every kernel gradient.

@@ -47,7 +47,8 @@ def conv_general_dilated_for(impl: str, tuning: ConvTuning = ConvTuning()):
       padding and no input dilation (a one-line UserError where its library cannot be built),
       "gemm" for the other forms; XLA's elsewhere than on the CPU;
     * "auto": on the CPU oneDNN where it applies and can be built (at most one warning where it
-      cannot), else the fastest pass of each kind (`auto_cpu_passes`); XLA's elsewhere.
+      cannot), else XLA's own convolution from jax 0.12 on and before it the fastest pass of each
+      kind (`auto_cpu_passes`; `ConvTuning.auto_xla_only`); XLA's elsewhere.
 
     `tuning` sets how "gemm", "winograd" and "auto" split their work (not the values).
     """
@@ -150,7 +151,9 @@ class _Convolution:
         if impl in ("onednn", "auto") and _onednn_computes(x, w, spec, out_spatial, impl, tuning):
             geometry = onednn.Geometry(spec.strides, spec.pads, spec.rhs_dilation, spec.groups)
             return onednn.convolve(x, w, geometry)
-        if impl == "auto":
+        if impl == "auto" and tuning.xla_only():
+            passes = ("xla",) * 3
+        elif impl == "auto":
             passes = auto_cpu_passes(spec, x.shape[-1], w.shape[-1], out_spatial, tuning)
         elif isinstance(impl, str):
             passes = ("gemm" if impl == "onednn" else impl,) * 3

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvTuning:
@@ -41,6 +43,14 @@ class ConvTuning:
     ResNet-18 (CIFAR) convolutions, forward and both gradients at batch 128, in 1.69 s against
     2.80 s for the best portable mix, 0.98 of the matmul peak."""
 
+    auto_xla_only: bool | None = None
+    """Without oneDNN, whether "auto" computes every pass of every convolution with XLA's own
+    convolution instead of the mix below. None: from the jax version, True from jax 0.12 on. On
+    the 2-core AMD EPYC of 2026-12-07 (`bench.conv_micro --variants xla,auto_without_onednn`,
+    ResNet-18 CIFAR, batch 128): jax 0.12.1 XLA 3.49 s, the mix 3.65 s (XLA's convolutions got
+    faster, the gemm passes slower); jax 0.10.2 XLA 4.33 s, the mix 2.98 s. XLA's path needs no
+    compiler, so it is taken where it is at least as fast."""
+
     auto_xla_min_features: int = 128
     """Without oneDNN, "auto" computes the forward pass and the stride-1 input gradient with XLA's
     convolution for stride-1 kernels larger than 1×1 with at least this many input and output
@@ -49,3 +59,9 @@ class ConvTuning:
     auto_xla_min_side: int = 8
     """… and output maps at least this big on every side: on 4×4 maps XLA's forward is 14 % slower
     than gemm, on 2×2 maps 7× slower (it mostly multiplies padding)."""
+
+    def xla_only(self) -> bool:
+        """`auto_xla_only`, None resolved by the installed jax's version."""
+        if self.auto_xla_only is not None:
+            return self.auto_xla_only
+        return tuple(int(part) for part in jax.__version__.split(".")[:2]) >= (0, 12)
