@@ -54,9 +54,12 @@ SETTINGS = {
     "auto_without_onednn": ("auto", ConvTuning(auto_onednn=False), ConvTuning(), "same_s1",
                             _onednn_calls, 0, None),  # None: 3 where oneDNN is available
     "auto_xla_from_4_features": ("auto", XLA_FROM_4, MIX, "same_s1", _convs, 2, 0),
-    # forward, input gradient and kernel gradient all XLA's convolution
+    # forward, input gradient and kernel gradient all XLA's convolution, differentiated by jax
+    # (lax.conv_general_dilated itself, as "xla"), not by the passes' custom_vjp
     "auto_xla_only": ("auto", dataclasses.replace(MIX, auto_xla_only=True), MIX, "same_s1", _convs,
                       3, 0),
+    "auto_xla_only_is_lax": ("auto", dataclasses.replace(MIX, auto_xla_only=True), MIX, "same_s1",
+                             _custom_vjps, 0, 1),
     "auto_xla_on_small_maps": ("auto", dataclasses.replace(XLA_FROM_4, auto_xla_min_side=5),
                                XLA_FROM_4, "valid_s1", _convs, 2, 0),
     "auto_gemm_below_the_side": ("auto", dataclasses.replace(XLA_FROM_4, auto_xla_min_side=9),

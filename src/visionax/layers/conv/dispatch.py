@@ -6,7 +6,8 @@ policy of "auto".
 
 1. leaves the rare forms (batch groups, an output sharding, a padding string with input dilation,
    and the errors lax raises for invalid ones) to `lax.conv_general_dilated`, as it does every
-   "onednn" and "auto" convolution elsewhere than on the CPU backend;
+   "onednn" and "auto" convolution elsewhere than on the CPU backend and every "auto" one on the
+   CPU without oneDNN from jax 0.12 on (`ConvTuning.auto_xla_only`: then "auto" is "xla");
 2. brings the operands into the canonical layout (`visionax.layers.conv.spec`): x `[batch,
    *spatial, C]`, w `[*kernel, C / groups, O]`, padding as explicit (lo, hi) pairs;
 3. routes them: to oneDNN (`visionax.layers.conv.onednn`) where "onednn" or "auto" apply it, else
@@ -121,6 +122,8 @@ class _Convolution:
         rhs_dilation = tuple(rhs_dilation) if rhs_dilation is not None else (1,) * nsp
         if (
             (self.impl in ("onednn", "auto") and jax.default_backend() != "cpu")
+            or (self.impl == "auto" and self.tuning.xla_only()
+                and not (self.tuning.auto_onednn and onednn_build.available()))
             or batch_group_count != 1
             or out_sharding is not None
             or (isinstance(padding, str) and any(d != 1 for d in lhs_dilation))
