@@ -11,11 +11,12 @@ from PIL import Image
 
 from experiments import classify
 from experiments.configs.classify import get_config
-from visionax import data
-from visionax.data.encoded import crop_box, decode_image, resized
+from visionax import data, parallel
+from visionax.data.encoded import DecodedImages, crop_box, decode_image, resized
 from visionax.data.pipeline import Batches
 from visionax.data.streaming import StreamedBatches
 from visionax.errors import UserError
+from visionax.evaluate import map_over_batches
 from visionax.train import setup
 from visionax.train.checkpoint import load_variables
 
@@ -130,6 +131,30 @@ def test_a_run_on_the_encoded_folder_ends_with_the_raw_runs_parameters(jpeg_fold
     (streamed, steps), (raw, raw_steps) = (load_variables(tmp_path / str(encoded)) for encoded in (True, False))
     assert steps == raw_steps == 2 * (31 // 8)
     chex.assert_trees_all_equal(streamed, raw)
+
+
+def test_evaluation_decodes_an_encoded_split_one_chunk_at_a_time(jpeg_folder, tmp_path_factory, monkeypatch):
+    data_dir = tmp_path_factory.getbasetemp() / "streaming_tfds"
+    run, raw_run = (setup.setup(classify_config(jpeg_folder, data_dir, encoded)) for encoded in (True, False))
+    images, raw = run.train.images, raw_run.train.images
+    assert isinstance(images, DecodedImages) and images.shape == raw.shape and run.image_shape == raw_run.image_shape
+    np.testing.assert_array_equal(run.train.labels, raw_run.train.labels)
+    kept = np.array([30, 2, 17])
+    for index in (slice(5, 12), slice(None, None, 4), kept, np.arange(31) % 3 == 0, -1, 7):
+        np.testing.assert_array_equal(images[index], raw[index], err_msg=str(index))
+    events = []  # ("decoded", images decoded by one indexing) and ("placed", batch) in the order they happen
+    index_images, put_batch = DecodedImages.__getitem__, parallel.DataParallel.put_batch
+    monkeypatch.setattr(DecodedImages, "__getitem__", lambda self, index: events.append(
+        ("decoded", len(result := index_images(self, index)))) or result)
+    monkeypatch.setattr(parallel.DataParallel, "put_batch", lambda self, batch: events.append(
+        ("placed", len(batch))) or put_batch(self, batch))
+    data_parallel = parallel.DataParallel(parallel.make_mesh(), "shard_map")
+    weights = np.random.default_rng(0).normal(size=(IMAGE_SIZE * IMAGE_SIZE * 3, 4)).astype(np.float32)
+    function = lambda weights, x: x.reshape(len(x), -1).astype(np.float32) @ weights
+    outputs = map_over_batches(data_parallel, function, weights, images, 8)
+    np.testing.assert_allclose(outputs, raw.reshape(31, -1).astype(np.float32) @ weights, rtol=1e-5)
+    # each chunk decoded when it is placed, never the whole split
+    assert events == [("decoded", 8), ("placed", 8)] * 3 + [("decoded", 7), ("placed", 8)]
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from visionax.evaluate.batches import map_over_batches, padded_batches
 
 
 def test_padded_batches_pad_the_last_chunk():
-    chunks = padded_batches(np.arange(10).reshape(10, 1), 4)
+    chunks = list(padded_batches(np.arange(10).reshape(10, 1), 4))
     assert [valid for _, valid in chunks] == [4, 4, 2]
     np.testing.assert_array_equal(chunks[-1][0][:, 0], [8, 9, 0, 0])
     np.testing.assert_array_equal(np.concatenate([chunk[:valid] for chunk, valid in chunks])[:, 0], np.arange(10))

@@ -19,7 +19,7 @@ SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 ASPECT_RATIOS = (3 / 4, 4 / 3)  # RandomResizedCrop's default range of width / height
 WHOLE_IMAGE = (1.0, 1.0)  # crop_area that takes no crop: the whole image, resized
 
-__all__ = ["ASPECT_RATIOS", "WHOLE_IMAGE", "DecodedSource", "crop_box", "decode_image", "resized"]
+__all__ = ["ASPECT_RATIOS", "WHOLE_IMAGE", "DecodedImages", "DecodedSource", "crop_box", "decode_image", "resized"]
 
 
 def decode_image(file) -> "PIL.Image.Image":  # noqa: F821 - Pillow is imported on use
@@ -87,3 +87,47 @@ class DecodedSource:
     def __getitem__(self, index: int) -> dict:
         record = self.source[index]
         return {**record, "image": resized(decode_image(np.asarray(record["image"]).tobytes()), self.image_size)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImages:
+    """The images of `source` (records stored encoded) as a read-only uint8 array `[n, image_size,
+    image_size, 3]` decoded when indexed: `images[a:b]` (or an index array) decodes those images only,
+    `np.asarray(images)` all of them. Evaluation maps an encoder over it chunk by chunk, so a split
+    that does not fit in memory decoded is never held decoded."""
+
+    source: Sequence[dict]
+    image_size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.source), self.image_size, self.image_size, 3)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def image(self, index: int) -> np.ndarray:
+        """`[image_size, image_size, 3]` uint8: image `index` decoded and resized whole."""
+        return resized(decode_image(np.asarray(self.source[index]["image"]).tobytes()), self.image_size)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.image(range(len(self))[index])
+        positions = np.arange(len(self))[index]  # a slice, an integer array or a boolean mask
+        if positions.ndim != 1:
+            raise IndexError(f"DecodedImages takes an integer, a slice or a 1-D index array, not {index!r}")
+        if not len(positions):
+            return np.zeros((0, *self.shape[1:]), np.uint8)
+        return np.stack([self.image(int(position)) for position in positions])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        images = self[:]
+        return images if dtype is None else images.astype(dtype)

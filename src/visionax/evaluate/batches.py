@@ -4,7 +4,7 @@ back in order on every host."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import numpy as np
@@ -15,17 +15,17 @@ from visionax.parallel import DataParallel
 __all__ = ["padded_batches", "map_over_batches"]
 
 
-def padded_batches(images: np.ndarray, batch_size: int) -> list[tuple[np.ndarray, int]]:
-    """`images` cut into `batch_size` chunks in order, the last padded with zeros: `(chunk, valid count)`."""
-    chunks = []
+def padded_batches(images: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """`images` cut into `batch_size` chunks in order, the last padded with zeros: `(chunk, valid
+    count)`, each sliced from `images` when it is reached (images decoded on indexing, such as
+    `DecodedImages`, are decoded one chunk at a time)."""
     for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+        chunk = np.asarray(images[start : start + batch_size])
         valid = len(chunk)
         if valid < batch_size:
             padding = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
             chunk = np.concatenate([chunk, padding])
-        chunks.append((chunk, valid))
-    return chunks
+        yield chunk, valid
 
 
 def map_over_batches(
@@ -33,7 +33,7 @@ def map_over_batches(
     batch_size: int,
 ) -> np.ndarray:
     """`per_device_function(replicated, images_chunk)` over `images` `[n, ...]` (the same on every
-    host) in padded chunks of `batch_size` split across the devices of every host; the outputs
+    host; an array, or one decoded on indexing) in padded chunks of `batch_size` split across the devices of every host; the outputs
     `[n, ...]` concatenated in order, padding removed, on every host."""
     placed = data_parallel.put_state(replicated)
     compiled = data_parallel.eval_function(per_device_function)

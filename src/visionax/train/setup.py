@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from visionax import data, models, parallel
-from visionax.data.encoded import WHOLE_IMAGE
+from visionax.data.encoded import WHOLE_IMAGE, DecodedImages
 from visionax.data.pipeline import ArraySource, Batches
 from visionax.data.streaming import StreamedBatches
 from visionax.data.subsets import SubsetSource, class_indices, parse_classes, stratified_fraction, validation_split
@@ -50,20 +50,25 @@ class Setup:
     def train(self) -> ArraySource:
         """The whole training split as arrays (uint8 images `[n, h, w, c]`, int32 labels `[n]`)."""
         source = self.batches.source
-        return source if isinstance(source, ArraySource) else ArraySource(*data.as_arrays(data.decoded(self.spec, source)))
+        return source if isinstance(source, ArraySource) else self.arrays(source)
 
     @functools.cached_property
     def test(self) -> ArraySource:
         """The whole test split as arrays."""
-        source = self.test_source if self.test_source is not None else data.stored_source(self.spec, "test")
-        return ArraySource(*data.as_arrays(data.decoded(self.spec, source)))
+        return self.arrays(self.test_source if self.test_source is not None else data.stored_source(self.spec, "test"))
 
     @functools.cached_property
     def validation(self) -> ArraySource | None:
         """The validation split as arrays (None without `config.validation_fraction`)."""
-        if self.validation_source is None:
-            return None
-        return ArraySource(*data.as_arrays(data.decoded(self.spec, self.validation_source)))
+        return None if self.validation_source is None else self.arrays(self.validation_source)
+
+    def arrays(self, source: Sequence[dict]) -> ArraySource:
+        """The records of the stored `source` as arrays; images stored encoded stay encoded until
+        indexed (`DecodedImages`: evaluation decodes them chunk by chunk), their labels are read."""
+        if not self.spec.encoded:
+            return ArraySource(*data.as_arrays(source))
+        labels = np.asarray([source[index]["label"] for index in range(len(source))], np.int32)
+        return ArraySource(DecodedImages(source, self.spec.image_size), labels)
 
     @functools.cached_property
     def num_classes(self) -> int:
