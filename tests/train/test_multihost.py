@@ -1,6 +1,7 @@
 """Multi-host on one machine: two processes on localhost (jax.distributed, CPU collectives, 4 fake
 devices each) train through the loop and end with the parameters of one process with 8 devices;
-each reads only its share of every batch; both restore the checkpoint both wrote; the evaluation
+each reads only its share of every batch (and none with the split placed on the devices, which
+trains to the same parameters); both restore the checkpoint both wrote; the evaluation
 that maps over a test set gives every process the whole result. The one-process reference runs in
 the test process (its 8 devices), the same code as the workers; the resumed training runs in the
 same two worker processes, from a fresh state that restores the checkpoint from disk (restarting a
@@ -30,8 +31,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(processes: int, workdir: pathlib.Path, steps: tuple[int, ...]) -> list[list[dict]]:
-    """`processes` workers training in `workdir` to each of `steps` in turn: their results, `[step][process]`."""
+def launch(processes: int, workdir: pathlib.Path, steps: tuple[int | str, ...]) -> list[list[dict]]:
+    """`processes` workers training in `workdir` to each of `steps` in turn (`f"device{n}"`: a fresh
+    run fed on the devices): their results, `[step][process]`."""
     port = free_port()
     # No persistent compilation cache in the workers: with jax 0.12.1 a process that loads the
     # executable the other process wrote hangs at its first collective (the resumed run deadlocked).
@@ -53,8 +55,9 @@ def params(result: dict, prefix: str = "param_") -> list[np.ndarray]:
 
 def test_two_hosts_train_checkpoint_resume_and_evaluate_like_one(tmp_path):
     single = multihost_worker.train(str(tmp_path / "single"), 6)
-    # checkpoints at steps 2 and 4, written by both; then both start afresh, restore step 4 and go on to 6
-    first, resumed = launch(2, tmp_path / "hosts", (4, 6))
+    # checkpoints at steps 2 and 4, written by both; then both start afresh, restore step 4 and go on to 6;
+    # then a fresh run to 6 with the split placed on the devices (data.on_device)
+    first, resumed, fed_on_device = launch(2, tmp_path / "hosts", (4, 6, "device6"))
     assert int(single["devices"]) == 8 and all(int(result["devices"]) == 8 for result in first)
     batches = Batches(ArraySource(np.zeros((64, 1)), np.zeros(64)), 16, seed=0)
     for host, result in enumerate(first):  # each host read its own half of every global batch, only
@@ -71,3 +74,7 @@ def test_two_hosts_train_checkpoint_resume_and_evaluate_like_one(tmp_path):
         assert int(result["checkpoint_step"]) == 6
         assert result["logits"].shape == (32, 2)
         np.testing.assert_allclose(result["logits"], single["logits"], rtol=1e-4, atol=1e-5)
+    for result in fed_on_device:  # no record read on the host, the host-fed run's parameters
+        assert len(result["read"]) == 0 and int(result["checkpoint_step"]) == 6
+        for ours, reference in zip(params(result), params(single)):
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
