@@ -19,7 +19,8 @@ SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 ASPECT_RATIOS = (3 / 4, 4 / 3)  # RandomResizedCrop's default range of width / height
 WHOLE_IMAGE = (1.0, 1.0)  # crop_area that takes no crop: the whole image, resized
 
-__all__ = ["ASPECT_RATIOS", "WHOLE_IMAGE", "DecodedImages", "DecodedSource", "crop_box", "decode_image", "resized"]
+__all__ = ["ASPECT_RATIOS", "WHOLE_IMAGE", "DecodedImages", "DecodedSource", "crop_box", "decode_image", "decoded_whole",
+           "resized"]
 
 
 def decode_image(file) -> "PIL.Image.Image":  # noqa: F821 - Pillow is imported on use
@@ -86,7 +87,12 @@ class DecodedSource:
 
     def __getitem__(self, index: int) -> dict:
         record = self.source[index]
-        return {**record, "image": resized(decode_image(np.asarray(record["image"]).tobytes()), self.image_size)}
+        return {**record, "image": decoded_whole(record["image"], self.image_size)}
+
+
+def decoded_whole(stored_image, image_size: int) -> np.ndarray:
+    """`[image_size, image_size, 3]` uint8: a stored (encoded) image decoded and resized whole."""
+    return resized(decode_image(np.asarray(stored_image).tobytes()), image_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +122,7 @@ class DecodedImages:
 
     def image(self, index: int) -> np.ndarray:
         """`[image_size, image_size, 3]` uint8: image `index` decoded and resized whole."""
-        return resized(decode_image(np.asarray(self.source[index]["image"]).tobytes()), self.image_size)
+        return decoded_whole(self.source[index]["image"], self.image_size)
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, (int, np.integer)):

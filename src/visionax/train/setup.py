@@ -67,8 +67,7 @@ class Setup:
         indexed (`DecodedImages`: evaluation decodes them chunk by chunk), their labels are read."""
         if not self.spec.encoded:
             return ArraySource(*data.as_arrays(source))
-        labels = np.asarray([source[index]["label"] for index in range(len(source))], np.int32)
-        return ArraySource(DecodedImages(source, self.spec.image_size), labels)
+        return ArraySource(DecodedImages(source, self.spec.image_size), _labels(source).astype(np.int32))
 
     @functools.cached_property
     def num_classes(self) -> int:
