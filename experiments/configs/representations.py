@@ -10,8 +10,9 @@ CIFAR stem, width 16) and 40 seconds of training each: about 15 minutes on 2 CPU
 
 Variant `cifar10`: every method but CLIP (an image folder has no captions) from its own CIFAR-10
 recipe (`representations.METHODS`: e.g. relative position's 7-pixel patches, CPC's 16-pixel ones,
-SimCLR's and MoCo's `cpu30`), all with `ssl_base.cpu30`'s encoder (ResNet-18 width 32, ImageNet stem)
-and batch 256, 1,800 s each; a stopped run started again resumes.
+SimCLR's and MoCo's `cpu30`; the table of MEASUREMENTS.md had SimCLR's earlier τ 0.2 and LARS 1.0),
+all with `ssl_base.cpu30`'s encoder (ResNet-18 width 32, ImageNet stem) and batch 256, 1,800 s each;
+a stopped run started again resumes.
 """
 
 import ml_collections

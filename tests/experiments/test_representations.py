@@ -151,7 +151,7 @@ def test_the_cifar10_table_starts_each_method_from_its_cifar10_recipe_with_the_s
     runs = {name: representations.method_config(config, name, 3) for name in config.methods.split(",")}
     assert (runs["relative_position"].patch_size, runs["relative_position"].gap) == (7, 3)  # not the digits' 2, 1
     assert (runs["cpc"].patch_size, runs["cpc"].stride) == (16, 8)  # a 3×3 grid, not 15×15 patches of 4 pixels
-    assert runs["simclr"].temperature == 0.2 and runs["moco"].queue_size == 4096  # their cpu30 recipes
+    assert runs["simclr"].temperature == 0.1 and runs["moco"].queue_size == 4096  # their cpu30 recipes
     assert runs["split_brain"].data.name == runs["context_encoder"].data.name == "image_folder"
     assert runs["supervised"].augment.crop_padding == 4 and runs["rotation"].augment.flip_probability == 0.5
     for run in runs.values():
