@@ -57,7 +57,7 @@ def test_help_of_a_config_variant_shows_the_variants_values(capsys):
         cli.run(classify.train_and_evaluate, CONFIG, "simclr",
                 argv=["simclr", "--config=experiments/configs/simclr_cifar10.py:cpu30", "--help"])
     out = capsys.readouterr().out
-    assert "--config.epochs=22" in out and "--config.model_options.width=32" in out
+    assert "--config.epochs=23" in out and "--config.model_options.width=32" in out
 
 
 def test_a_run_prints_its_config_backend_devices_and_resume_step(finished_run, capsys):
