@@ -169,9 +169,12 @@ def test_views_are_each_examples_own_then_rotated(images):
         views = np.stack([np.asarray(view_of(index, image)) for index, image in enumerate(images)])
         loss, accuracy, params, _ = reference_update(initial, views)
     assert not np.allclose(views, compiled_model_input(images), atol=0.05)
-    np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-12)
+    # the views are float32 images, rounded as the compiler orders their arithmetic inside the step
+    # and alone (~1e-7 of a pixel: ~5e-10 of the float64 loss, ~5e-7 of the updated parameters); a
+    # view from another key changes the loss in its first digits
+    np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-8)
     np.testing.assert_allclose(metrics["rotation_accuracy"], accuracy, rtol=1e-12)
-    chex.assert_trees_all_close(state.params, params, rtol=1e-10, atol=1e-14)
+    chex.assert_trees_all_close(state.params, params, rtol=5e-6, atol=1e-8)
 
 
 @pytest.fixture(scope="module")
