@@ -1,11 +1,24 @@
 """Test setup: eight fake CPU devices, set before JAX is imported anywhere; a persistent compilation
 cache shared by the test workers and by the runs after; shared fixtures."""
 
+import importlib.metadata
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+# Compiling is most of the suite's time (64% of it on an empty cache: XLA's CPU backend optimising
+# thousands of small programs that each run a few times). The tests check formulas, not XLA's
+# optimiser: on jaxlib 0.10 they compile at optimisation level 1 without the fusion emitters, 2-3×
+# less compile time for steps as fast (BUILD_NOTES.md, "Where the suite's time goes"). Not on jaxlib
+# 0.12 yet: it has no fusion-emitter flag (XLA aborts on an unknown one), and at level 0 alone four of
+# its 8-vs-1-device tests rounded outside their float32 tolerances. Give either flag in XLA_FLAGS to
+# test with your own setting.
+jaxlib_version = tuple(int(part) for part in importlib.metadata.version("jaxlib").split(".")[:2])
+if jaxlib_version <= (0, 10):
+    if "--xla_backend_optimization_level" not in flags:
+        flags += " --xla_backend_optimization_level=1"
+    if "--xla_cpu_use_fusion_emitters" not in flags:
+        flags += " --xla_cpu_use_fusion_emitters=false"
+os.environ["XLA_FLAGS"] = flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The programs the tests compile (an experiment's step, a model's forward pass) are the same in every
 # run, in both xdist workers and in the subprocesses some tests start: XLA compiles each once per

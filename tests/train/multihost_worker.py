@@ -14,7 +14,9 @@ import sys
 
 if __name__ == "__main__":
     process_id, processes, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={8 // processes}"
+    inherited = [flag for flag in os.environ.get("XLA_FLAGS", "").split()  # the suite's compile flags
+                 if not flag.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join([*inherited, f"--xla_force_host_platform_device_count={8 // processes}"])
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
 
