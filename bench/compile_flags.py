@@ -1,6 +1,6 @@
 """XLA CPU compile time under other compiler flags, the run time it costs, and whether the compiled
 program still computes the same bits: what the test suite's time (mostly compilation) gains from a
-flag. The suite compiles with the last set (tests/conftest.py).
+flag. On jaxlib 0.10 the suite compiles with level 1 and the fusion emitters off (tests/conftest.py).
 
     python -m bench.compile_flags
 
